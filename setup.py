@@ -1,0 +1,32 @@
+from setuptools import setup
+
+# twisted/plugins has no __init__.py (it must not shadow Twisted's own), so it
+# is listed by hand: a plain `pip install .` then puts our plugin files next to
+# Twisted's and `twistd dialgw` finds them.
+setup(
+    name="dialgw",
+    version="0.1.0",
+    description="Outbound-call gateway for FreeSWITCH pools",
+    python_requires=">=3.11",
+    packages=[
+        "dialgw",
+        "dialgw.api",
+        "dialgw.calls",
+        "dialgw.esl",
+        "dialgw.simulator",
+        "dialgw.store",
+        "twisted.plugins",
+    ],
+    package_data={"twisted.plugins": ["dialgw_plugin.py", "dialgw_simulator_plugin.py"]},
+    install_requires=[
+        "Twisted>=24.7",
+        "klein>=24.8",
+        "treq>=24.9",
+        "attrs>=23.1",
+        "prometheus-client>=0.20",
+    ],
+    extras_require={
+        "test": ["hypothesis>=6.100", "standardwebhooks>=1.0"],
+    },
+    entry_points={"console_scripts": ["dialgw-admin = dialgw.admin:main"]},
+)
