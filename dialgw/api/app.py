@@ -1,0 +1,279 @@
+"""The HTTP API (SPEC §1): POST/GET/DELETE /api/v1/dial.
+
+Checks of POST /dial run in the order the spec fixes, first failure wins:
+auth (401) -> body and fields (413, 415, 400) -> idempotency replay (422)
+-> caller-ID allow-list (403) -> capacity (503). Only a request that passes
+them all creates a session, and its row (with its first event) is committed
+before the 202 leaves and before the originate is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any, Callable, Iterable
+
+from klein import Klein
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from dialgw.api import validation
+from dialgw.api.errors import INTERNAL_ERROR, METHOD_NOT_ALLOWED, NOT_FOUND, UNAUTHORIZED, ApiError
+from dialgw.calls.machine import DIALING, ENDED
+from dialgw.pool import NoCapacity
+from dialgw.store import IdempotencyRecord, Session
+from dialgw.timefmt import rfc3339
+
+log = Logger()
+
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}", re.ASCII)
+_SESSION_UUID = re.compile(
+    r"[A-Za-z0-9]{5}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII
+)
+JSON = "application/json"
+
+
+def _header(request: IRequest, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    if value is None:
+        return None
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def json_body(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, the one encoding of every response body."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def session_view(session: Session) -> bytes:
+    """GET's body. ``metadata`` is spliced in as stored, so it is echoed as sent."""
+    fields = {
+        "session_uuid": session.session_uuid,
+        "status": session.status,
+        "started_at": rfc3339(session.started_at),
+        "answered_at": rfc3339(session.answered_at),
+        "ended_at": rfc3339(session.ended_at),
+        "hangup_cause": session.hangup_cause,
+        "to": session.to_number,
+        "from": session.from_number,
+    }
+    head = json_body(fields)
+    return head[:-1] + b',"metadata":' + session.metadata_json.encode("utf-8") + b"}"
+
+
+class DialAPI:
+    """The Klein application; one per daemon."""
+
+    app = Klein()
+
+    def __init__(
+        self,
+        *,
+        store: Any,
+        tracker: Any,
+        pool: Any,
+        node_id: str,
+        clock: IReactorTime,
+        new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._store = store
+        self._tracker = tracker
+        self._pool = pool
+        self._node_id = node_id
+        self._clock = clock
+        self._new_uuid = new_uuid
+        self.accepting = True
+
+    def resource(self):
+        return self.app.resource()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _request_id(self, request: IRequest) -> str:
+        rid = getattr(request, "dialgw_request_id", None)
+        if rid is None:
+            given = _header(request, b"x-request-id")
+            rid = given if given and _REQUEST_ID.fullmatch(given) else self._new_uuid()
+            request.dialgw_request_id = rid
+            request.setHeader(b"x-request-id", rid.encode("ascii"))
+        return rid
+
+    def _respond(
+        self,
+        request: IRequest,
+        status: int,
+        body: bytes,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> bytes:
+        self._request_id(request)
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", JSON.encode("ascii"))
+        for name, value in headers:
+            request.setHeader(name.encode("ascii"), value.encode("ascii"))
+        return body
+
+    def _error(self, request: IRequest, error: ApiError) -> bytes:
+        return self._respond(request, error.status, json_body(error.body()), error.headers)
+
+    async def _guard(self, request: IRequest, handler) -> bytes:
+        """Run a handler: errors become the JSON envelope, bugs a logged 500."""
+        rid = self._request_id(request)
+        try:
+            return await handler()
+        except ApiError as error:
+            return self._error(request, error)
+        except Exception:
+            log.failure("request {request_id} failed", request_id=rid)
+            return self._error(request, INTERNAL_ERROR)
+
+    async def _authenticate(self, request: IRequest):
+        app_id = _header(request, b"x-app-id")
+        api_key = _header(request, b"x-api-key")
+        if not app_id or not api_key:
+            raise UNAUTHORIZED
+        app = await self._store.authenticate(app_id, api_key)
+        if app is None:
+            raise UNAUTHORIZED
+        return app
+
+    async def _own_session(self, request: IRequest, session_uuid: str) -> tuple[Any, Session]:
+        app = await self._authenticate(request)
+        if _SESSION_UUID.fullmatch(session_uuid) is None:
+            raise NOT_FOUND
+        session = await self._store.get_session(session_uuid)
+        if session is None or session.app_id != app.app_id:
+            raise NOT_FOUND
+        return app, session
+
+    # -- routes ----------------------------------------------------------------
+
+    @app.route("/api/v1/dial", methods=["POST"])
+    def dial(self, request: IRequest):
+        return self._guard(request, lambda: self._dial(request))
+
+    @app.route("/api/v1/dial/<string:session_uuid>", methods=["GET"])
+    def get_session(self, request: IRequest, session_uuid: str):
+        async def handler() -> bytes:
+            _, session = await self._own_session(request, session_uuid)
+            return self._respond(request, 200, session_view(session))
+
+        return self._guard(request, handler)
+
+    @app.route("/api/v1/dial/<string:session_uuid>", methods=["DELETE"])
+    def delete_session(self, request: IRequest, session_uuid: str):
+        async def handler() -> bytes:
+            _, session = await self._own_session(request, session_uuid)
+            body = {"session_uuid": session.session_uuid, "status": session.status}
+            if session.status == ENDED:
+                return self._respond(request, 200, json_body(body))
+            await self._tracker.hangup(session.session_uuid)
+            return self._respond(request, 202, json_body(body))
+
+        return self._guard(request, handler)
+
+    @app.handle_errors(NotFound)
+    def not_found(self, request: IRequest, failure) -> bytes:
+        return self._error(request, NOT_FOUND)
+
+    @app.handle_errors(MethodNotAllowed)
+    def method_not_allowed(self, request: IRequest, failure) -> bytes:
+        allowed = ", ".join(failure.value.valid_methods or ())
+        if allowed:
+            request.setHeader(b"allow", allowed.encode("ascii"))
+        return self._error(request, METHOD_NOT_ALLOWED)
+
+    # -- POST /dial ------------------------------------------------------------
+
+    async def _dial(self, request: IRequest) -> bytes:
+        rid = self._request_id(request)
+        app = await self._authenticate(request)
+        if not self.accepting:
+            raise ApiError(503, "no_fs_capacity", "the gateway is shutting down", headers=(("Retry-After", "5"),))
+        raw = request.content.read(validation.MAX_BODY_BYTES + 1)
+        if len(raw) > validation.MAX_BODY_BYTES:
+            raise ApiError(413, "body_too_large", "body is over 64 KiB")
+        validation.check_content_type(_header(request, b"content-type"))
+        key = validation.check_idempotency_key(_header(request, b"idempotency-key"))
+        dial = validation.validate_dial(raw)
+        now = self._clock.seconds()
+        if key is not None:
+            record = await self._store.find_idempotency(app.app_id, key, now)
+            if record is not None:
+                return self._replay(request, record, dial)
+        if dial.from_ not in app.caller_ids:
+            raise ApiError(
+                403, "cid_not_allowed", "from is not on this app's caller-ID allow-list", field="from"
+            )
+        try:
+            node = self._pool.reserve()
+        except NoCapacity as full:
+            raise ApiError(
+                503, "no_fs_capacity", full.reason, headers=(("Retry-After", str(full.retry_after)),)
+            ) from None
+        channel_uuid = self._new_uuid()
+        session = Session(
+            session_uuid=f"{self._node_id}-{channel_uuid}",
+            app_id=app.app_id,
+            node_id=self._node_id,
+            fs_node=node.name,
+            channel_uuid=channel_uuid,
+            job_uuid=self._new_uuid(),
+            to_number=dial.to,
+            from_number=dial.from_,
+            timeout_sec=dial.timeout_sec,
+            max_duration_sec=dial.max_duration_sec,
+            metadata_json=dial.metadata_json,
+            status=DIALING,
+            started_at=now,
+            ringing_at=None,
+            early_media_at=None,
+            answered_at=None,
+            ended_at=None,
+            hangup_cause=None,
+            request_id=rid,
+        )
+        body = json_body({"session_uuid": session.session_uuid, "status": DIALING})
+        claim = None
+        if key is not None:
+            claim = IdempotencyRecord(
+                app_id=app.app_id,
+                key=key,
+                request_hash=dial.request_hash,
+                session_uuid=session.session_uuid,
+                response_status=202,
+                response_body=body.decode("utf-8"),
+                created_at=now,
+            )
+        try:
+            existing = await self._store.create_session(session, now, claim)
+        except BaseException:
+            self._pool.release(node.name)
+            raise
+        if existing is not None:
+            # A concurrent request with the same key won: answer as it did.
+            self._pool.release(node.name)
+            return self._replay(request, existing, dial)
+        self._tracker.originate(session)
+        return self._respond(
+            request, 202, body, [("Location", f"/api/v1/dial/{session.session_uuid}")]
+        )
+
+    def _replay(self, request: IRequest, record: IdempotencyRecord, dial) -> bytes:
+        if record.request_hash != dial.request_hash:
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request body",
+            )
+        return self._respond(
+            request,
+            record.response_status,
+            record.response_body.encode("utf-8"),
+            [
+                ("Location", f"/api/v1/dial/{record.session_uuid}"),
+                ("Idempotent-Replayed", "true"),
+            ],
+        )

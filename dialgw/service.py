@@ -1,0 +1,166 @@
+"""The service tree: the one place where dialgw's parts are wired together.
+
+``twistd -n dialgw --config PATH`` calls `makeService`. The store is opened
+(and migrated) when the service starts; only then do the ESL connections
+start and the API listen, so no request ever meets a half-ready gateway.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from dialgw.api.app import DialAPI
+from dialgw.calls import machine
+from dialgw.calls.tracker import VANISHED_CAUSE, CallTracker
+from dialgw.config import ConfigError, Settings, load_config
+from dialgw.esl.client import NodeConnection
+from dialgw.pool import NodePool, PoolNode
+from dialgw.store import open_sqlite_store
+
+log = Logger()
+
+#: What the gateway subscribes to on every node: the channel events that move
+#: a session, CHANNEL_CREATE (to resend a kill that raced the originate), job
+#: results and heartbeats. No filters: they would drop jobs and heartbeats.
+EVENT_NAMES = ("CHANNEL_CREATE", *machine.CHANNEL_EVENTS, "BACKGROUND_JOB", "HEARTBEAT")
+
+
+class Options(usage.Options):
+    optParameters = [
+        ["config", "c", "/etc/dialgw/dialgw.conf", "Path of the configuration file."],
+    ]
+
+
+class GatewayService(MultiService):
+    """Opens the store, then starts the ESL connections and the API."""
+
+    def __init__(self, settings: Settings, reactor: Any) -> None:
+        super().__init__()
+        self.settings = settings
+        self.reactor = reactor
+        self.store: Any = None
+        self.tracker: CallTracker | None = None
+        self.api: DialAPI | None = None
+        self.connections: dict[str, NodeConnection] = {}
+        self.pool: NodePool | None = None
+        self.simulator: Any = None
+        self._ports: list[Any] = []
+        self.ready: Deferred = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        if hasattr(signal, "SIGHUP"):
+            # An unhandled SIGHUP would kill the daemon; logs go to stdout or
+            # the journal, so there is nothing to reopen.
+            signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP received; ignored"))
+        d = Deferred.fromCoroutine(self._start())
+        d.addErrback(self._failed)
+
+    def _failed(self, failure) -> None:
+        log.failure("dialgw could not start", failure)
+        if not self.ready.called:
+            self.ready.errback(failure)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    async def _start(self) -> None:
+        settings, reactor = self.settings, self.reactor
+        if settings.simulator is not None:
+            await self._start_simulator()
+        self.store = await open_sqlite_store(reactor, settings.database.path)
+        nodes = []
+        for fs in settings.freeswitch:
+            connection = NodeConnection(
+                name=fs.name,
+                endpoint=clientFromString(reactor, fs.endpoint),
+                password=fs.password,
+                heartbeat_sec=fs.heartbeat_sec,
+                event_names=EVENT_NAMES,
+                clock=reactor,
+                on_event=self._on_event,
+                on_ready=self._on_ready,
+            )
+            self.connections[fs.name] = connection
+            nodes.append(PoolNode(fs.name, connection, fs.max_channels, fs.max_cps))
+        self.pool = NodePool(reactor, nodes)
+        self.tracker = CallTracker(
+            node_id=settings.node.id,
+            store=self.store,
+            pool=self.pool,
+            clock=reactor,
+            links=self.connections,
+            dial_strings={fs.name: fs.dial_string for fs in settings.freeswitch},
+        )
+        for session in await self.store.live_sessions(settings.node.id):
+            call = self.tracker.track(session, adopted=True)
+            if session.fs_node not in self.connections:
+                self.tracker.apply(call, machine.CallSignal(machine.Signal.HANGUP, VANISHED_CAUSE))
+        for connection in self.connections.values():
+            connection.setServiceParent(self)
+        self.api = DialAPI(
+            store=self.store,
+            tracker=self.tracker,
+            pool=self.pool,
+            node_id=settings.node.id,
+            clock=reactor,
+        )
+        site = Site(self.api.resource())
+        site.displayTracebacks = False
+        port = await serverFromString(reactor, settings.api.listen).listen(site)
+        self._ports.append(port)
+        log.info("dialgw {node} listening on {listen}", node=settings.node.id, listen=settings.api.listen)
+        self.ready.callback(self)
+
+    async def _start_simulator(self) -> None:
+        from dialgw.simulator.server import FreeSwitchSimulator
+
+        sim = self.settings.simulator
+        self.simulator = FreeSwitchSimulator(clock=self.reactor, heartbeat_sec=sim.heartbeat_sec)
+        self.simulator.start()
+        port = await serverFromString(self.reactor, sim.listen).listen(self.simulator.factory())
+        self._ports.append(port)
+        log.info("embedded FreeSWITCH simulator on {listen}", listen=sim.listen)
+
+    def _on_event(self, connection: NodeConnection, event) -> None:
+        if self.tracker is not None:
+            self.tracker.on_event(connection, event)
+
+    def _on_ready(self, connection: NodeConnection) -> Deferred | None:
+        if self.tracker is None:
+            return None
+        return self.tracker.reconcile(connection)
+
+    def stopService(self) -> Deferred:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self.api is not None:
+            self.api.accepting = False
+        for port in self._ports:
+            await port.stopListening()
+        await super().stopService()
+        if self.simulator is not None:
+            self.simulator.stop()
+        if self.store is not None:
+            self.store.close()
+
+
+def makeService(options: Options) -> GatewayService:
+    from twisted.internet import reactor
+
+    try:
+        settings = load_config(options["config"])
+    except ConfigError as error:
+        # One line, no traceback (SPEC §6).
+        sys.stderr.write(f"dialgw: {error}\n")
+        raise SystemExit(2) from None
+    return GatewayService(settings, reactor)
