@@ -1,0 +1,274 @@
+"""The HTTP API over real loopback HTTP, with a real SQLite store.
+
+The call tracker is a recording fake here (the end-to-end tests drive the
+real one against the simulator); the pool is real, over fake node links.
+"""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from dialgw.api.app import DialAPI
+from dialgw.pool import NodePool, PoolNode
+from tests.support import HTTPClient, listen_http, temp_store
+
+JSON_TYPE = {"Content-Type": "application/json"}
+GOOD = {"to": "0527121102", "from": "0721234567"}
+
+
+@attrs.define
+class FakeLink:
+    ready: bool = True
+    session_count: int | None = None
+
+
+@attrs.define
+class RecordingTracker:
+    store: object
+    originated: list = attrs.field(factory=list)
+    hung_up: list = attrs.field(factory=list)
+    rows_at_originate: list = attrs.field(factory=list)
+
+    def originate(self, session):
+        self.originated.append(session)
+        return succeed(None)
+
+    def hangup(self, session_uuid):
+        self.hung_up.append(session_uuid)
+        return succeed(None)
+
+
+class APITestCase(TestCase):
+    async def setUp(self) -> None:
+        self.store = await temp_store(self)
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.link = FakeLink()
+        self.pool = NodePool(self.clock, [PoolNode("fs1", self.link, 100, 1000)])
+        self.tracker = RecordingTracker(self.store)
+        self.api = DialAPI(
+            store=self.store, tracker=self.tracker, pool=self.pool, node_id="acW68", clock=self.clock
+        )
+        self.http = HTTPClient(self, await listen_http(self, self.api.resource()))
+        self.app, self.key = await self.store.create_app("one", "http://127.0.0.1:9/h", ["0721234567"], 0.0)
+        self.other, self.other_key = await self.store.create_app("two", "http://127.0.0.1:9/h", ["0721234567"], 0.0)
+
+    def auth(self, app=None, key=None) -> dict[str, str]:
+        return {"X-App-ID": (app or self.app).app_id, "X-API-Key": key or self.key}
+
+    async def post(self, body=GOOD, headers=None, raw: bytes | None = None):
+        payload = raw if raw is not None else json.dumps(body).encode()
+        return await self.http.request(
+            "POST", "/api/v1/dial", {**self.auth(), **JSON_TYPE, **(headers or {})}, payload
+        )
+
+
+class DialTests(APITestCase):
+    async def test_accepted_dial_is_stored_before_the_originate(self) -> None:
+        reply = await self.post({**GOOD, "metadata": {"order": "ש-17"}})
+        self.assertEqual(reply.status, 202)
+        body = reply.json()
+        self.assertEqual(body["status"], "dialing")
+        self.assertRegex(body["session_uuid"], r"^acW68-[0-9a-f-]{36}$")
+        self.assertEqual(reply.headers["location"], f"/api/v1/dial/{body['session_uuid']}")
+        self.assertEqual(reply.headers["content-type"], "application/json")
+        self.assertTrue(reply.headers["x-request-id"])
+        self.assertEqual([s.session_uuid for s in self.tracker.originated], [body["session_uuid"]])
+        session = await self.store.get_session(body["session_uuid"])
+        self.assertEqual((session.status, session.fs_node, session.app_id), ("dialing", "fs1", self.app.app_id))
+        self.assertEqual(session.channel_uuid, body["session_uuid"][6:])
+        events = await self.store.session_events(body["session_uuid"])
+        self.assertEqual([(e.sequence, e.event) for e in events], [(1, "session.dialing")])
+
+    async def test_request_id_is_echoed_or_made(self) -> None:
+        reply = await self.post(headers={"X-Request-ID": "abc-123"})
+        self.assertEqual(reply.headers["x-request-id"], "abc-123")
+        reply = await self.post(headers={"X-Request-ID": "x" * 500})
+        self.assertNotEqual(reply.headers["x-request-id"], "x" * 500)
+        self.assertTrue(reply.headers["x-request-id"])
+
+    async def test_auth_failures_are_all_alike(self) -> None:
+        await self.store.update_app(self.other.app_id, enabled=False)
+        cases = {
+            "no headers": {},
+            "no key": {"X-App-ID": self.app.app_id},
+            "unknown app": {"X-App-ID": "app_nope", "X-API-Key": self.key},
+            "wrong key": {"X-App-ID": self.app.app_id, "X-API-Key": self.other_key},
+            "disabled app": self.auth(self.other, self.other_key),
+        }
+        replies = {}
+        for name, headers in cases.items():
+            reply = await self.http.request("POST", "/api/v1/dial", {**headers, **JSON_TYPE}, json.dumps(GOOD).encode())
+            replies[name] = (reply.status, reply.json())
+        self.assertEqual(set(map(json.dumps, replies.values())), {json.dumps(replies["no headers"])}, replies)
+        self.assertEqual(replies["wrong key"][0], 401)
+        self.assertEqual(replies["wrong key"][1]["error"], "unauthorized")
+        self.assertEqual(self.tracker.originated, [])
+
+    async def test_check_order(self) -> None:
+        # auth before body
+        reply = await self.http.request("POST", "/api/v1/dial", JSON_TYPE, b"{")
+        self.assertEqual(reply.status, 401)
+        # body before caller ID
+        reply = await self.post({"to": "100", "from": "0731234567"})
+        self.assertEqual(reply.json()["error"], "invalid_number")
+        # caller ID before capacity
+        self.link.ready = False
+        reply = await self.post({"to": "0527121102", "from": "0731234567"})
+        self.assertEqual((reply.status, reply.json()["error"], reply.json()["field"]), (403, "cid_not_allowed", "from"))
+        # capacity last
+        reply = await self.post()
+        self.assertEqual((reply.status, reply.json()["error"]), (503, "no_fs_capacity"))
+        self.assertGreaterEqual(int(reply.headers["retry-after"]), 1)
+        self.assertEqual(self.tracker.originated, [])
+        self.assertEqual(await self.store.count_live_sessions(self.app.app_id), 0)
+
+    async def test_media_type_and_size(self) -> None:
+        reply = await self.post(headers={"Content-Type": "text/plain"})
+        self.assertEqual((reply.status, reply.json()["error"]), (415, "unsupported_media_type"))
+        reply = await self.post(raw=b"{" + b" " * (64 * 1024) + b"}")
+        self.assertEqual((reply.status, reply.json()["error"]), (413, "body_too_large"))
+        reply = await self.post(headers={"Content-Type": "application/json; charset=utf-8"})
+        self.assertEqual(reply.status, 202)
+
+    async def test_field_errors_over_http(self) -> None:
+        reply = await self.post({**GOOD, "timeout": 30})
+        self.assertEqual(reply.status, 400)
+        self.assertEqual(reply.json(), {"error": "invalid_field", "message": "unknown field 'timeout'", "field": "timeout"})
+        reply = await self.post(raw=b"\xff\xfe")
+        self.assertEqual(reply.json()["error"], "invalid_json")
+
+    async def test_every_session_is_a_new_uuid(self) -> None:
+        first = (await self.post()).json()["session_uuid"]
+        second = (await self.post()).json()["session_uuid"]
+        self.assertNotEqual(first, second)
+
+    async def test_store_failure_is_a_clean_500(self) -> None:
+        def broken(*args):
+            raise RuntimeError("disk on fire /secret/path")
+
+        self.store.create_session = broken
+        reply = await self.post()
+        self.assertEqual(reply.status, 500)
+        self.assertEqual(reply.json()["error"], "internal_error")
+        self.assertNotIn(b"secret", reply.body)
+        self.assertNotIn(b"Traceback", reply.body)
+        self.assertEqual(self.tracker.originated, [])
+        self.assertEqual(self.pool.get("fs1").tracked, 0)
+        self.flushLoggedErrors(RuntimeError)
+
+
+class IdempotencyTests(APITestCase):
+    async def test_replay_returns_the_first_answer(self) -> None:
+        first = await self.post(headers={"Idempotency-Key": "k1"})
+        again = await self.post(headers={"Idempotency-Key": "k1"})
+        self.assertEqual((again.status, again.body), (first.status, first.body))
+        self.assertEqual(again.headers["idempotent-replayed"], "true")
+        self.assertEqual(again.headers["location"], first.headers["location"])
+        self.assertNotIn("idempotent-replayed", first.headers)
+        self.assertEqual(len(self.tracker.originated), 1)
+
+    async def test_same_key_other_body_is_422(self) -> None:
+        await self.post(headers={"Idempotency-Key": "k1"})
+        reply = await self.post({**GOOD, "timeout_sec": 31}, headers={"Idempotency-Key": "k1"})
+        self.assertEqual((reply.status, reply.json()["error"]), (422, "idempotency_key_reused"))
+        self.assertEqual(len(self.tracker.originated), 1)
+
+    async def test_keys_are_per_app(self) -> None:
+        await self.post(headers={"Idempotency-Key": "k1"})
+        reply = await self.http.request(
+            "POST", "/api/v1/dial",
+            {**self.auth(self.other, self.other_key), **JSON_TYPE, "Idempotency-Key": "k1"},
+            json.dumps(GOOD).encode(),
+        )
+        self.assertEqual(reply.status, 202)
+        self.assertEqual(len(self.tracker.originated), 2)
+
+    async def test_only_a_202_is_remembered(self) -> None:
+        self.link.ready = False
+        refused = await self.post(headers={"Idempotency-Key": "k2"})
+        self.assertEqual(refused.status, 503)
+        self.link.ready = True
+        accepted = await self.post(headers={"Idempotency-Key": "k2"})
+        self.assertEqual(accepted.status, 202)
+        self.assertNotIn("idempotent-replayed", accepted.headers)
+
+    async def test_concurrent_requests_place_one_call(self) -> None:
+        replies = await gatherResults(
+            [Deferred.fromCoroutine(self.post(headers={"Idempotency-Key": "same"})) for _ in range(8)]
+        )
+        self.assertEqual({r.status for r in replies}, {202})
+        self.assertEqual(len({r.json()["session_uuid"] for r in replies}), 1)
+        self.assertEqual(len(self.tracker.originated), 1)
+        self.assertEqual(self.pool.get("fs1").tracked, 1)
+
+    async def test_bad_key_is_refused(self) -> None:
+        reply = await self.post(headers={"Idempotency-Key": "k" * 256})
+        self.assertEqual((reply.status, reply.json()["field"]), (400, "Idempotency-Key"))
+
+
+class SessionTests(APITestCase):
+    async def test_get_shows_the_session(self) -> None:
+        metadata = {"b": [1, {"c": "שלום"}], "a": None}
+        created = (await self.post({**GOOD, "metadata": metadata})).json()
+        reply = await self.http.request("GET", f"/api/v1/dial/{created['session_uuid']}", self.auth())
+        self.assertEqual(reply.status, 200)
+        body = reply.json()
+        self.assertEqual(body["session_uuid"], created["session_uuid"])
+        self.assertEqual(body["status"], "dialing")
+        self.assertEqual(body["started_at"], "2027-01-15T08:00:00.000Z")
+        self.assertEqual((body["to"], body["from"]), ("0527121102", "0721234567"))
+        self.assertEqual(list(body["metadata"]), ["b", "a"])
+        self.assertEqual(body["metadata"], metadata)
+        for name in ("answered_at", "ended_at", "hangup_cause"):
+            self.assertIsNone(body[name], name)
+
+    async def test_another_apps_session_is_not_found(self) -> None:
+        created = (await self.post()).json()["session_uuid"]
+        unknown = "acW68-00000000-0000-4000-8000-000000000000"
+        theirs = await self.http.request("GET", f"/api/v1/dial/{created}", self.auth(self.other, self.other_key))
+        missing = await self.http.request("GET", f"/api/v1/dial/{unknown}", self.auth())
+        malformed = await self.http.request("GET", "/api/v1/dial/..%2F..%2Fetc%2Fpasswd", self.auth())
+        self.assertEqual(theirs.status, 404)
+        self.assertEqual((theirs.status, theirs.body), (missing.status, missing.body))
+        self.assertEqual((malformed.status, malformed.json()["error"]), (404, "not_found"))
+        cancel = await self.http.request("DELETE", f"/api/v1/dial/{created}", self.auth(self.other, self.other_key))
+        self.assertEqual((cancel.status, cancel.body), (missing.status, missing.body))
+        self.assertEqual(self.tracker.hung_up, [])
+
+    async def test_delete_live_then_ended(self) -> None:
+        created = (await self.post()).json()["session_uuid"]
+        reply = await self.http.request("DELETE", f"/api/v1/dial/{created}", self.auth())
+        self.assertEqual((reply.status, reply.json()), (202, {"session_uuid": created, "status": "dialing"}))
+        self.assertEqual(self.tracker.hung_up, [created])
+        await self.store.record_transition(created, "dialing", "ended", self.clock.seconds(), "ORIGINATOR_CANCEL")
+        reply = await self.http.request("DELETE", f"/api/v1/dial/{created}", self.auth())
+        self.assertEqual((reply.status, reply.json()), (200, {"session_uuid": created, "status": "ended"}))
+        self.assertEqual(self.tracker.hung_up, [created])
+        body = (await self.http.request("GET", f"/api/v1/dial/{created}", self.auth())).json()
+        self.assertEqual((body["status"], body["hangup_cause"]), ("ended", "ORIGINATOR_CANCEL"))
+        self.assertTrue(body["ended_at"].endswith("Z"))
+
+    async def test_get_needs_auth(self) -> None:
+        created = (await self.post()).json()["session_uuid"]
+        reply = await self.http.request("GET", f"/api/v1/dial/{created}")
+        self.assertEqual((reply.status, reply.json()["error"]), (401, "unauthorized"))
+
+
+class RoutingTests(APITestCase):
+    async def test_unknown_paths_are_json_404(self) -> None:
+        for path in ["/", "/api/v1", "/api/v2/dial", "/api/v1/dial/x/y/z", "/nope?x=1"]:
+            reply = await self.http.request("GET", path, self.auth())
+            self.assertEqual((reply.status, reply.json()["error"]), (404, "not_found"), path)
+            self.assertEqual(reply.headers["content-type"], "application/json", path)
+            self.assertTrue(reply.headers.get("x-request-id"), path)
+
+    async def test_wrong_methods_are_json_405(self) -> None:
+        for method, path in [("GET", "/api/v1/dial"), ("PUT", "/api/v1/dial"), ("PATCH", "/api/v1/dial/acW68-x"), ("POST", "/api/v1/dial/acW68-x")]:
+            reply = await self.http.request(method, path, self.auth())
+            self.assertEqual((reply.status, reply.json()["error"]), (405, "method_not_allowed"), (method, path))
