@@ -341,11 +341,15 @@ class SessionTests(StoreTestCase):
         self.assertEqual((ended.sequence, ended.status, ended.hangup_cause, ended.duration_sec),
                          (2, "ended", "NO_ANSWER", 0))
 
-    def test_backward_or_unknown_moves_are_refused(self) -> None:
-        for from_status, to_status in [("answered", "ringing"), ("ended", "ended"), ("dialing", "dialing"),
+    async def test_backward_or_unknown_moves_are_refused(self) -> None:
+        session = new_session(self.app.app_id)
+        await self.store.create_session(session, NOW, None)
+        await self.store.record_transition(session.session_uuid, "dialing", "answered", NOW)
+        for from_status, to_status in [("answered", "ringing"), ("answered", "answered"), ("dialing", "dialing"),
                                        ("dialing", "bogus"), ("bogus", "ended")]:
             with self.assertRaises(ValueError, msg=f"{from_status} -> {to_status}"):
-                self.store.record_transition("x", from_status, to_status, NOW)
+                await self.store.record_transition(session.session_uuid, from_status, to_status, NOW)
+        self.assertEqual((await self.store.get_session(session.session_uuid)).status, "answered")
 
     async def test_concurrent_identical_transitions_record_one_event(self) -> None:
         session = new_session(self.app.app_id)

@@ -16,7 +16,7 @@ import uuid
 from typing import Any, Callable, TypeVar
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorCore, IReactorThreads
 from twisted.logger import Logger
 
@@ -498,12 +498,12 @@ class Store:
         its status changed, the time column stamped and the next event
         (pending delivery) written, all in one transaction; it fires with
         that event. Otherwise nothing is written and it fires with None.
-        Raises ValueError for a move that is not forward.
+        A move that is not forward fails with ValueError.
         """
         if from_status not in STATUSES or to_status not in _STATUS_TIME_COLUMN:
-            raise ValueError(f"unknown status change {from_status!r} -> {to_status!r}")
+            return fail(ValueError(f"unknown status change {from_status!r} -> {to_status!r}"))
         if STATUSES.index(to_status) <= STATUSES.index(from_status):
-            raise ValueError(f"status moves forward only, not {from_status!r} -> {to_status!r}")
+            return fail(ValueError(f"status moves forward only, not {from_status!r} -> {to_status!r}"))
         column = _STATUS_TIME_COLUMN[to_status]
         cause = hangup_cause if to_status == "ended" else None
 
