@@ -21,7 +21,8 @@ from dialgw.store import (
     hash_api_key,
     open_sqlite_store,
 )
-from dialgw.store.schema import SCHEMA_VERSION
+from dialgw.store import store as store_module
+from dialgw.store.schema import MIGRATIONS, SCHEMA_VERSION
 from dialgw.timefmt import rfc3339
 
 NOW = 1_800_000_000.0
@@ -76,6 +77,25 @@ class OpenTests(StoreTestCase):
         db = sqlite3.connect(self.path)
         self.addCleanup(db.close)
         self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(SCHEMA_VERSION,)])
+
+    async def test_new_migration_applies_on_reopen(self) -> None:
+        self.store.close()
+        self.patch(store_module, "MIGRATIONS", MIGRATIONS + (("CREATE TABLE extra (x INTEGER)",),))
+        await self.open()
+        db = sqlite3.connect(self.path)
+        self.addCleanup(db.close)
+        self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(SCHEMA_VERSION + 1,)])
+        self.assertEqual(db.execute("SELECT COUNT(*) FROM extra").fetchone(), (0,))
+
+    async def test_failed_migration_changes_nothing(self) -> None:
+        self.store.close()
+        self.patch(store_module, "MIGRATIONS", MIGRATIONS + (("CREATE TABLE extra (x INTEGER)", "NOT SQL"),))
+        with self.assertRaises(StoreError):
+            await open_sqlite_store(reactor, self.path)
+        db = sqlite3.connect(self.path)
+        self.addCleanup(db.close)
+        self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(SCHEMA_VERSION,)])
+        self.assertEqual(db.execute("SELECT name FROM sqlite_master WHERE name = 'extra'").fetchall(), [])
 
     async def test_wal_is_on(self) -> None:
         db = sqlite3.connect(self.path)
