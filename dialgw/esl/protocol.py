@@ -285,7 +285,7 @@ class ESLClientProtocol(Protocol):
                 log.failure("ESL disconnect-notice handler failed")
         if frame.headers.get("Content-Disposition") == "linger":
             return
-        log.info("FreeSWITCH says goodbye: {text}", text=frame.body.decode("utf-8", "replace").strip())
+        log.debug("FreeSWITCH says goodbye: {text}", text=frame.body.decode("utf-8", "replace").strip())
         self.transport.loseConnection()
 
     # -- commands ----------------------------------------------------------
