@@ -43,10 +43,16 @@ class Options(usage.Options):
 class GatewayService(MultiService):
     """Opens the store, then starts the ESL connections and the API."""
 
-    def __init__(self, settings: Settings, reactor: Any) -> None:
+    def __init__(
+        self, settings: Settings, reactor: Any, clock: Any = None, *, daemon: bool = False
+    ) -> None:
         super().__init__()
+        #: Whether this is the process's daemon (signal handlers, stop on failure).
+        self.daemon = daemon
         self.settings = settings
         self.reactor = reactor
+        #: Time for every timer (tests pass a `task.Clock`); I/O stays on the reactor.
+        self.clock = clock if clock is not None else reactor
         self.store: Any = None
         self.tracker: CallTracker | None = None
         self.api: DialAPI | None = None
@@ -54,11 +60,12 @@ class GatewayService(MultiService):
         self.pool: NodePool | None = None
         self.simulator: Any = None
         self._ports: list[Any] = []
+        self.api_port: Any = None
         self.ready: Deferred = Deferred()
 
     def startService(self) -> None:
         super().startService()
-        if hasattr(signal, "SIGHUP"):
+        if self.daemon and hasattr(signal, "SIGHUP"):
             # An unhandled SIGHUP would kill the daemon; logs go to stdout or
             # the journal, so there is nothing to reopen.
             signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP received; ignored"))
@@ -69,7 +76,7 @@ class GatewayService(MultiService):
         log.failure("dialgw could not start", failure)
         if not self.ready.called:
             self.ready.errback(failure)
-        if self.reactor.running:
+        if self.daemon and self.reactor.running:
             self.reactor.stop()
 
     async def _start(self) -> None:
@@ -85,18 +92,18 @@ class GatewayService(MultiService):
                 password=fs.password,
                 heartbeat_sec=fs.heartbeat_sec,
                 event_names=EVENT_NAMES,
-                clock=reactor,
+                clock=self.clock,
                 on_event=self._on_event,
                 on_ready=self._on_ready,
             )
             self.connections[fs.name] = connection
             nodes.append(PoolNode(fs.name, connection, fs.max_channels, fs.max_cps))
-        self.pool = NodePool(reactor, nodes)
+        self.pool = NodePool(self.clock, nodes)
         self.tracker = CallTracker(
             node_id=settings.node.id,
             store=self.store,
             pool=self.pool,
-            clock=reactor,
+            clock=self.clock,
             links=self.connections,
             dial_strings={fs.name: fs.dial_string for fs in settings.freeswitch},
         )
@@ -111,12 +118,13 @@ class GatewayService(MultiService):
             tracker=self.tracker,
             pool=self.pool,
             node_id=settings.node.id,
-            clock=reactor,
+            clock=self.clock,
         )
         site = Site(self.api.resource())
         site.displayTracebacks = False
         port = await serverFromString(reactor, settings.api.listen).listen(site)
         self._ports.append(port)
+        self.api_port = port
         log.info("dialgw {node} listening on {listen}", node=settings.node.id, listen=settings.api.listen)
         self.ready.callback(self)
 
@@ -124,8 +132,7 @@ class GatewayService(MultiService):
         from dialgw.simulator.server import FreeSwitchSimulator
 
         sim = self.settings.simulator
-        self.simulator = FreeSwitchSimulator(clock=self.reactor, heartbeat_sec=sim.heartbeat_sec)
-        self.simulator.start()
+        self.simulator = FreeSwitchSimulator(clock=self.clock, heartbeat_sec=sim.heartbeat_sec)
         port = await serverFromString(self.reactor, sim.listen).listen(self.simulator.factory())
         self._ports.append(port)
         log.info("embedded FreeSWITCH simulator on {listen}", listen=sim.listen)
@@ -163,4 +170,4 @@ def makeService(options: Options) -> GatewayService:
         # One line, no traceback (SPEC §6).
         sys.stderr.write(f"dialgw: {error}\n")
         raise SystemExit(2) from None
-    return GatewayService(settings, reactor)
+    return GatewayService(settings, reactor, daemon=True)

@@ -39,6 +39,8 @@ NOT_SENT_CAUSE = "NORMAL_TEMPORARY_FAILURE"
 #: The cause when the switch never confirmed the originate and has no channel
 #: once the ring timeout and its grace period are over.
 NO_RESULT_CAUSE = "RECOVERY_ON_TIMER_EXPIRE"
+#: How far a switch's event time may be from the gateway's clock to be used.
+MAX_CLOCK_SKEW = 2.0
 
 
 class NodeLink(Protocol):
@@ -83,6 +85,8 @@ class LiveCall:
     timeout_sec: int
     max_duration_sec: int
     answered_at: float | None = None
+    #: When the last status change happened; status times never go backwards.
+    last_at: float = 0.0
     kill_cause: str | None = None
     watchdog: IDelayedCall | None = None
     writes: Deferred = attrs.field(factory=lambda: succeed(None))
@@ -140,6 +144,11 @@ class CallTracker:
             timeout_sec=session.timeout_sec,
             max_duration_sec=session.max_duration_sec,
             answered_at=session.answered_at,
+            last_at=max(
+                t
+                for t in (session.started_at, session.ringing_at, session.early_media_at, session.answered_at)
+                if t is not None
+            ),
         )
         self._by_channel[call.channel_uuid] = call
         self._by_session[call.session_uuid] = call
@@ -194,14 +203,25 @@ class CallTracker:
                 return
             signal = machine.signal_for_channel_event(name, event.get("Hangup-Cause"))
         if signal is not None:
-            self.apply(call, signal)
+            self.apply(call, signal, _event_time(event))
 
-    def apply(self, call: LiveCall, signal: CallSignal) -> Transition | None:
-        """Apply one signal to a live call; record the change if there is one."""
+    def apply(self, call: LiveCall, signal: CallSignal, at: float | None = None) -> Transition | None:
+        """Apply one signal to a live call; record the change if there is one.
+
+        ``at`` is when the switch says it happened (``Event-Date-Timestamp``).
+        It is used only while it is within `MAX_CLOCK_SKEW` of the gateway's
+        own clock (a switch with a wrong clock must not make calls last
+        minutes or seconds); else the arrival time is. A session's status
+        times never go backwards.
+        """
         transition = machine.next_transition(call.status, signal)
         if transition is None:
             return None
         now = self._clock.seconds()
+        if at is not None and abs(at - now) <= MAX_CLOCK_SKEW:
+            now = at
+        now = max(now, call.last_at)
+        call.last_at = now
         call.status = transition.to_status
         if transition.to_status == ANSWERED:
             call.answered_at = now
@@ -408,6 +428,14 @@ class CallTracker:
 
 class _NotSent(Exception):
     pass
+
+
+def _event_time(event) -> float | None:
+    """``Event-Date-Timestamp`` (epoch microseconds) in seconds, if sane."""
+    value = event.get("Event-Date-Timestamp")
+    if value is None or not value.isdigit():
+        return None
+    return int(value) / 1_000_000
 
 
 def _channel_rows(text: str) -> dict[str, dict]:

@@ -1,0 +1,153 @@
+"""A whole gateway for end-to-end tests: the real service tree, the real ESL
+client over TCP to the simulator, real HTTP, a real SQLite file.
+
+I/O runs on the reactor over 127.0.0.1; every timer (the simulator's
+scenarios and heartbeats, the gateway's watchdogs, reconnect backoff) runs
+on one shared `task.Clock` that the test advances.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import Clock, deferLater
+
+from dialgw.calls.machine import STATUSES
+from dialgw.config import parse_config
+from dialgw.service import GatewayService
+from dialgw.simulator.server import FreeSwitchSimulator
+from tests.support import HTTPClient
+
+NOW = 1_800_000_000.0
+
+
+async def poll(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Wait (in real time, for I/O only) until ``predicate()`` is true."""
+    waited = 0.0
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if waited >= timeout:
+            raise AssertionError(f"gave up waiting for {predicate}")
+        await deferLater(reactor, 0.005, lambda: None)
+        waited += 0.005
+
+
+class Harness:
+    def __init__(self, testcase) -> None:
+        self.testcase = testcase
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.simulator = FreeSwitchSimulator(clock=self.clock, heartbeat_sec=20)
+        testcase.addCleanup(self.simulator.stop)
+        self.directory = testcase.mktemp()
+        os.mkdir(self.directory)
+        self.db_path = os.path.join(self.directory, "dialgw.sqlite")
+        self.gateway: GatewayService | None = None
+        self.sim_port: Any = None
+
+    async def start_simulator(self, port: int = 0) -> int:
+        self.sim_port = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(
+            self.simulator.factory()
+        )
+        self.testcase.addCleanup(self.stop_simulator)
+        return self.sim_port.getHost().port
+
+    async def stop_simulator(self) -> None:
+        if self.sim_port is not None:
+            port, self.sim_port = self.sim_port, None
+            await port.stopListening()
+            self.simulator.drop_connections()
+
+    def config_text(self, sim_port: int, **extra: str) -> str:
+        return (
+            "[node]\nid = acW68\n"
+            "[api]\nlisten = tcp:0:interface=127.0.0.1\n"
+            f"[database]\npath = {self.db_path}\n"
+            f"[freeswitch:fs1]\nendpoint = tcp:host=127.0.0.1:port={sim_port}\n"
+            "heartbeat_sec = 20\nmax_cps = 1000\n"
+            + "".join(f"{key} = {value}\n" for key, value in extra.items())
+        )
+
+    async def start_gateway(self, sim_port: int, wait_ready: bool = True, **extra: str) -> GatewayService:
+        settings = parse_config(self.config_text(sim_port, **extra))
+        gateway = GatewayService(settings, reactor, self.clock)
+        gateway.startService()
+        await gateway.ready
+        self.gateway = gateway
+        self.testcase.addCleanup(self.stop_gateway, gateway)
+        port = gateway.api_port.getHost().port
+        self.http = HTTPClient(self.testcase, f"http://127.0.0.1:{port}")
+        if wait_ready:
+            await self.node_ready()
+        return gateway
+
+    async def stop_gateway(self, gateway: GatewayService | None = None) -> None:
+        gateway = gateway or self.gateway
+        if gateway is not None and gateway.running:
+            await gateway.stopService()
+
+    async def node_ready(self, name: str = "fs1", ready: bool = True) -> None:
+        await poll(lambda: self.gateway.connections[name].ready == ready)
+
+    @property
+    def store(self):
+        return self.gateway.store
+
+    async def create_app(self) -> None:
+        self.app, self.key = await self.store.create_app(
+            "e2e", "http://127.0.0.1:9/hook", ["0721234567"], NOW
+        )
+
+    def auth(self) -> dict[str, str]:
+        return {"X-App-ID": self.app.app_id, "X-API-Key": self.key}
+
+    async def dial(self, to: str, expect: int = 202, **fields: Any):
+        body = {"to": to, "from": "0721234567", **fields}
+        reply = await self.http.request(
+            "POST", "/api/v1/dial", {**self.auth(), "Content-Type": "application/json"},
+            json.dumps(body).encode(),
+        )
+        assert reply.status == expect, (reply.status, reply.body)
+        return reply
+
+    async def placed(self, to: str, **fields: Any) -> str:
+        """Dial and wait until the simulator has the channel; the session uuid."""
+        session_uuid = (await self.dial(to, **fields)).json()["session_uuid"]
+        channel = session_uuid[6:]
+        if not to.endswith("7"):
+            await poll(lambda: channel in self.simulator.calls)
+        return session_uuid
+
+    async def get(self, session_uuid: str) -> dict:
+        reply = await self.http.request("GET", f"/api/v1/dial/{session_uuid}", self.auth())
+        return reply.json()
+
+    async def delete(self, session_uuid: str):
+        return await self.http.request("DELETE", f"/api/v1/dial/{session_uuid}", self.auth())
+
+    async def status(self, session_uuid: str, status: str, timeout: float = 10.0):
+        """Wait until the session has reached ``status`` (stored)."""
+        waiter = self.gateway.tracker.when_status(session_uuid, status)
+        session = await self.store.get_session(session_uuid)
+        if STATUSES.index(session.status) >= STATUSES.index(status):
+            return session
+        await waiter.addTimeout(timeout, reactor)
+        return await self.store.get_session(session_uuid)
+
+    async def advance(self, seconds: float, step: float = 0.1) -> None:
+        """Move the shared clock forward in small steps, letting I/O run between."""
+        steps = max(1, round(seconds / step))
+        for _ in range(steps):
+            self.clock.advance(seconds / steps)
+            await deferLater(reactor, 0, lambda: None)
+
+    async def history(self, session_uuid: str) -> list[tuple[str, str | None]]:
+        events = await self.store.session_events(session_uuid)
+        return [(event.status, event.hangup_cause) for event in events]
