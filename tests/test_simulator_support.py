@@ -229,6 +229,12 @@ class SimulatorTestCase(TestCase):
     async def settle(self, seconds: float = 0.02) -> None:
         await deferLater(reactor, seconds, lambda: None)
 
+    async def run_clock(self, seconds: float, step: float = 0.1) -> None:
+        """Run the simulator's clock in small steps, then let the bytes arrive."""
+        for _ in range(int(seconds / step)):
+            self.clock.advance(step)
+        await self.settle(0.1)
+
     async def originate(
         self,
         client: ESLTestClient,

@@ -316,7 +316,7 @@ class ESLServerProtocol(Protocol):
             command = self._commands.popleft()
             self._executing = True
             try:
-                self._execute(command)
+                self.simulator.atomically(self._execute, command)
             except Exception:
                 log.failure("simulator command {line!r} failed", line=command.line)
                 self._reply("-ERR command failed")
@@ -463,8 +463,9 @@ class ESLServerProtocol(Protocol):
             if waiting:
                 self._blocked = False
                 self._flush_held()
-                # The next command runs on its own turn, not inside the switch's call code.
-                self.simulator.clock.callLater(0, self._process)
+                # Later commands run once the switch's call code that finished the
+                # originate has returned, never inside it.
+                self.simulator.soon(self._process)
 
         self.simulator.execute_api(name, arg, deliver)
         if not done:
@@ -529,10 +530,12 @@ class FreeSwitchSimulator:
         self.core_uuid = str(uuidlib.uuid4())
         self.is_down = False
         self._silent = False
+        self._depth = 0
+        self._after: deque[Callable[[], object]] = deque()
         self._reset_counters()
-        self._heartbeat = LoopingCall(self._send_heartbeat)
+        self._heartbeat = LoopingCall(self.atomically, self._send_heartbeat)
         self._heartbeat.clock = clock
-        self.start_heartbeat()
+        self.start()
 
     def _reset_counters(self) -> None:
         self.started_at = self.clock.seconds()
@@ -543,6 +546,24 @@ class FreeSwitchSimulator:
         self._sps_last = 0
         self._sps_peak = 0
         self._session_peak = 0
+
+    def atomically(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run one step of the switch; work queued with :meth:`soon` meanwhile runs after it."""
+        self._depth += 1
+        try:
+            return function(*args)
+        finally:
+            self._depth -= 1
+            if not self._depth:
+                while self._after:
+                    self.atomically(self._after.popleft())
+
+    def soon(self, work: Callable[[], object]) -> None:
+        """Run ``work`` now, or as soon as the current step of the switch has finished."""
+        if self._depth:
+            self._after.append(work)
+        else:
+            self.atomically(work)
 
     # public control
     def factory(self) -> ServerFactory:
@@ -566,7 +587,7 @@ class FreeSwitchSimulator:
             for connection in list(self.connections):
                 connection.resume()
 
-    def start_heartbeat(self) -> None:
+    def start(self) -> None:
         """Start the HEARTBEAT loop (it starts with the simulator; this is idempotent)."""
         if not self._heartbeat.running and self.heartbeat_sec > 0:
             self._heartbeat.start(self.heartbeat_sec, now=False)
@@ -594,10 +615,13 @@ class FreeSwitchSimulator:
         self.core_uuid = str(uuidlib.uuid4())
         self.is_down = False
         self._reset_counters()
-        self.start_heartbeat()
+        self.start()
 
     def shutdown(self) -> None:
         """SHUTDOWN event, every call hung up with SYSTEM_SHUTDOWN, then the shutdown notice and close."""
+        self.atomically(self._shutdown)
+
+    def _shutdown(self) -> None:
         self._fire(self._event("SHUTDOWN", [("Event-Info", "System Shutting Down")]))
         for call in list(self.calls.values()):
             self._hangup(call, "SYSTEM_SHUTDOWN", "send_bye" if call.answered_at else "send_cancel")
@@ -609,6 +633,9 @@ class FreeSwitchSimulator:
 
     def hangup(self, uuid: str, cause: str = "NORMAL_CLEARING") -> bool:
         """The far end hangs up (a BYE, or a refusal while ringing); False if no such call."""
+        return bool(self.atomically(self._remote_hangup, uuid, cause))
+
+    def _remote_hangup(self, uuid: str, cause: str) -> bool:
         call = self.calls.get(uuid)
         if call is None or call.hangup_cause:
             return False
@@ -950,7 +977,7 @@ class FreeSwitchSimulator:
     # calls
     def _later(self, call: SimCall, delay: float, function: Callable[..., Any], *args: Any) -> IDelayedCall:
         call.timers = [t for t in call.timers if t.active()]
-        timer = self.clock.callLater(max(delay, 0), function, *args)
+        timer = self.clock.callLater(max(delay, 0), self.atomically, function, *args)
         call.timers.append(timer)
         return timer
 
@@ -1086,9 +1113,10 @@ class FreeSwitchSimulator:
         call.media = True
         self._flip(call)
         if call.job is not None and not call.ignore_early_media:
-            # early_ok: the originate returns on 183 and stops timing the ringing.
-            self._park(call)
+            # early_ok: the originate returns on 183 and stops timing the ringing;
+            # the leg is parked after the job result (as in call_earlymedia.raw).
             self._complete(call, f"+OK {call.uuid}\n")
+            self._park(call)
 
     def _flip(self, call: SimCall) -> None:
         if call.flipped:

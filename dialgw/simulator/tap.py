@@ -28,7 +28,7 @@ class HeartbeatService(Service):
     def startService(self) -> None:
         """Start the HEARTBEAT loop."""
         Service.startService(self)
-        self.simulator.start_heartbeat()
+        self.simulator.start()
 
     def stopService(self) -> None:
         """Stop heartbeats and call timers."""
