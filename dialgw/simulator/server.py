@@ -710,8 +710,8 @@ class FreeSwitchSimulator:
                 ("Channel-Write-Codec-Rate", "8000"),
                 ("Channel-Write-Codec-Bit-Rate", "64000"),
             ]
-        headers += after or []
         headers += self._caller_profile(call)
+        headers += after or []
         if name in VARIABLE_EVENTS:
             headers += [(f"variable_{key}", value) for key, value in call.variables.items()]
         self._fire(self._event(name, headers))
