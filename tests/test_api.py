@@ -272,3 +272,31 @@ class RoutingTests(APITestCase):
         for method, path in [("GET", "/api/v1/dial"), ("PUT", "/api/v1/dial"), ("PATCH", "/api/v1/dial/acW68-x"), ("POST", "/api/v1/dial/acW68-x")]:
             reply = await self.http.request(method, path, self.auth())
             self.assertEqual((reply.status, reply.json()["error"]), (405, "method_not_allowed"), (method, path))
+
+
+class EventsTests(APITestCase):
+    async def test_events_in_order_with_delivery_state(self) -> None:
+        created = (await self.post()).json()["session_uuid"]
+        now = self.clock.seconds()
+        await self.store.record_transition(created, "dialing", "ringing", now + 1)
+        await self.store.record_transition(created, "ringing", "ended", now + 2, "NO_ANSWER")
+        reply = await self.http.request("GET", f"/api/v1/dial/{created}/events", self.auth())
+        self.assertEqual(reply.status, 200)
+        body = reply.json()
+        self.assertEqual(body["session_uuid"], created)
+        events = body["events"]
+        self.assertEqual(
+            [(e["sequence"], e["event"], e["status"]) for e in events],
+            [(1, "session.dialing", "dialing"), (2, "session.ringing", "ringing"), (3, "call.hangup", "ended")],
+        )
+        self.assertEqual((events[2]["hangup_cause"], events[2]["duration_sec"]), ("NO_ANSWER", 0))
+        self.assertNotIn("hangup_cause", events[0])
+        for event in events:
+            self.assertEqual((event["delivery_state"], event["attempts"], event["last_error"]), ("pending", 0, None))
+            self.assertTrue(event["id"].startswith("evt_"))
+            self.assertTrue(event["occurred_at"].endswith("Z"))
+
+    async def test_events_of_another_app_are_not_found(self) -> None:
+        created = (await self.post()).json()["session_uuid"]
+        reply = await self.http.request("GET", f"/api/v1/dial/{created}/events", self.auth(self.other, self.other_key))
+        self.assertEqual((reply.status, reply.json()["error"]), (404, "not_found"))

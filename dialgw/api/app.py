@@ -1,4 +1,4 @@
-"""The HTTP API (SPEC §1): POST/GET/DELETE /api/v1/dial.
+"""The HTTP API (SPEC §1): POST/GET/DELETE /api/v1/dial, GET .../events.
 
 Checks of POST /dial run in the order the spec fixes, first failure wins:
 auth (401) -> body and fields (413, 415, 400) -> idempotency replay (422)
@@ -24,7 +24,7 @@ from dialgw.api import validation
 from dialgw.api.errors import INTERNAL_ERROR, METHOD_NOT_ALLOWED, NOT_FOUND, UNAUTHORIZED, ApiError
 from dialgw.calls.machine import DIALING, ENDED
 from dialgw.pool import NoCapacity
-from dialgw.store import IdempotencyRecord, Session
+from dialgw.store import IdempotencyRecord, Session, SessionEvent
 from dialgw.timefmt import rfc3339
 
 log = Logger()
@@ -62,6 +62,28 @@ def session_view(session: Session) -> bytes:
     }
     head = json_body(fields)
     return head[:-1] + b',"metadata":' + session.metadata_json.encode("utf-8") + b"}"
+
+
+def event_view(event: SessionEvent) -> dict[str, Any]:
+    """One session event and the state of its webhook delivery."""
+    view: dict[str, Any] = {
+        "id": event.event_id,
+        "event": event.event,
+        "sequence": event.sequence,
+        "status": event.status,
+        "occurred_at": rfc3339(event.occurred_at),
+    }
+    if event.status == ENDED:
+        view["hangup_cause"] = event.hangup_cause
+        view["duration_sec"] = event.duration_sec
+    view.update(
+        delivery_state=event.delivery_state,
+        attempts=event.attempts,
+        last_error=event.last_error,
+        next_attempt_at=rfc3339(event.next_attempt_at) if event.delivery_state == "pending" else None,
+        delivered_at=rfc3339(event.delivered_at),
+    )
+    return view
 
 
 class DialAPI:
@@ -171,6 +193,19 @@ class DialAPI:
                 return self._respond(request, 200, json_body(body))
             await self._tracker.hangup(session.session_uuid)
             return self._respond(request, 202, json_body(body))
+
+        return self._guard(request, handler)
+
+    @app.route("/api/v1/dial/<string:session_uuid>/events", methods=["GET"])
+    def session_events(self, request: IRequest, session_uuid: str):
+        async def handler() -> bytes:
+            _, session = await self._own_session(request, session_uuid)
+            events = await self._store.session_events(session.session_uuid)
+            body = {
+                "session_uuid": session.session_uuid,
+                "events": [event_view(event) for event in events],
+            }
+            return self._respond(request, 200, json_body(body))
 
         return self._guard(request, handler)
 
