@@ -198,6 +198,28 @@ class AuthTests(SimulatorTestCase):
         self.assertEqual(frames[2].body, wire.GOODBYE.encode())
 
 
+class AuthTimeoutTests(SimulatorTestCase):
+    """An unauthenticated connection gets 25 s per command, then the goodbye notice."""
+
+    async def test_auth_timeout(self) -> None:
+        client = await self.connect(auth=False)
+        await self.advance(24.9)
+        self.assertFalse(client.closed)
+        await client.command("api status")  # a command restarts the wait
+        await self.advance(24.9)
+        self.assertFalse(client.closed)
+        await self.advance(0.2)
+        await client.lost
+        notice = client.frames[-1]
+        self.assertEqual(notice.raw, wire.disconnect_notice())
+
+    async def test_no_timeout_after_auth(self) -> None:
+        client = await self.connect()
+        await self.advance(100)
+        reply = await client.command("api uuid_exists x")
+        self.assertEqual(reply.body, b"false")
+
+
 class CommandReplyTests(SimulatorTestCase):
     """Replies to the api_misc commands, pipelined, in the captured shapes and order."""
 
@@ -224,6 +246,13 @@ class CommandReplyTests(SimulatorTestCase):
         await client.command("bgapi nope x\nJob-UUID: j1")
         [event] = await client.events_until("BACKGROUND_JOB")
         self.assertEqual(event.body, b"-ERR nope Command not found!\n")
+
+    async def test_exit_ignores_later_commands(self) -> None:
+        client = await self.connect()
+        client.send("exit\n\napi status\n\n")
+        await client.lost
+        self.assertEqual([f.content_type for f in client.frames[-2:]], ["command/reply", "text/disconnect-notice"])
+        self.assertEqual(self.simulator.connections, [])
 
     async def test_event_without_keywords(self) -> None:
         client = await self.connect()

@@ -348,6 +348,31 @@ class OriginateOptionTests(SimulatorTestCase):
         reply = await client.reply()
         self.assertEqual(reply.body, b"true")
 
+    async def test_uuid_setvar_and_getvar(self) -> None:
+        client = await self.connect(events="plain CHANNEL_HANGUP")
+        uuid = await self.originate(client, "0521000006")
+        reply = await client.command(f"api uuid_setvar {uuid} my_tag 'a b'")
+        self.assertEqual(reply.body, b"+OK\n")
+        reply = await client.command(f"api uuid_getvar {uuid} my_tag")
+        self.assertEqual(reply.body, b"a b")
+        reply = await client.command(f"api uuid_getvar {uuid} nothing")
+        self.assertEqual(reply.body, b"_undef_")
+        self.assertEqual(self.simulator.calls[uuid].variables["my_tag"], "a b")
+        await client.command(f"api uuid_kill {uuid}")
+        [hangup] = await client.events_until("CHANNEL_HANGUP")
+        self.assertEqual(hangup.get("variable_my_tag"), "a b")
+        reply = await client.command(f"api uuid_setvar {uuid} my_tag x")
+        self.assertEqual(reply.body, b"-ERR No such channel!\n")
+
+    async def test_show_channels_plain(self) -> None:
+        client = await self.connect()
+        uuid = await self.originate(client, "0521000006")
+        reply = await client.command("api show channels")
+        lines = reply.body.decode().split("\n")
+        self.assertTrue(lines[0].startswith("uuid,direction,created,created_epoch,name,state,"))
+        self.assertTrue(lines[1].startswith(f"{uuid},outbound,"))
+        self.assertEqual(lines[-3:], ["", "1 total.", ""])
+
     async def test_far_end_hangup_api(self) -> None:
         client = await self.connect(events="plain CHANNEL_HANGUP_COMPLETE")
         uuid = await self.originate(client, "0521000006")

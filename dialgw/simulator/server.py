@@ -10,6 +10,7 @@ does. Everything runs on the clock passed in, so tests drive time with
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid as uuidlib
 from collections import deque
@@ -31,6 +32,9 @@ from dialgw.simulator.scenarios import Scenario, scenario_for
 from dialgw.simulator.wire import Command, Event
 
 log = Logger()
+
+# read_packet(listener, &event, 25): an unauthenticated connection waits this long per command.
+AUTH_TIMEOUT = 25.0
 
 VERSION = "1.11.3-dev~64bit"
 
@@ -196,6 +200,7 @@ class ESLServerProtocol(Protocol):
         self._close_when_resumed = False
         self._closing = False
         self._gone = False
+        self._auth_timer: IDelayedCall | None = None
 
     # connection life
     def connectionMade(self) -> None:
@@ -209,10 +214,33 @@ class ESLServerProtocol(Protocol):
             set_no_delay(True)
         self.simulator.connections.append(self)
         self._write(wire.auth_request())
+        self._wait_for_auth()
+
+    def _wait_for_auth(self) -> None:
+        self._stop_auth_timer()
+        if not self.authed:
+            self._auth_timer = self.simulator.clock.callLater(AUTH_TIMEOUT, self._auth_timed_out)
+
+    def stop_timers(self) -> None:
+        """Cancel this connection's timers (the auth timeout)."""
+        self._stop_auth_timer()
+
+    def _stop_auth_timer(self) -> None:
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
+        self._auth_timer = None
+
+    def _auth_timed_out(self) -> None:
+        self._auth_timer = None
+        if self.simulator.silent:
+            self._wait_for_auth()  # a hung switch times nothing out
+        elif not self.authed:
+            self.disconnect()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Forget this connection; its calls go on."""
         self._gone = True
+        self._stop_auth_timer()
         if self in self.simulator.connections:
             self.simulator.connections.remove(self)
 
@@ -222,11 +250,14 @@ class ESLServerProtocol(Protocol):
         for command in self._reader.feed(data):
             self.simulator.commands.append(command.line)
             self._commands.append(command)
+            if not self.authed and not self._closing:
+                self._wait_for_auth()
         self._process()
 
     def abort(self) -> None:
         """Close the socket at once, writing nothing."""
         self._gone = True
+        self._stop_auth_timer()
         self._closing = True
         self.transport.abortConnection()
 
@@ -339,6 +370,7 @@ class ESLServerProtocol(Protocol):
             if lower.startswith("auth "):
                 if line[5:] == self.simulator.password:
                     self.authed = True
+                    self._stop_auth_timer()
                     self._reply("+OK accepted")
                 else:
                     self._reply("-ERR invalid")
@@ -487,8 +519,7 @@ def _event_name(token: str) -> str | None:
 
 
 def _regex_match(value: str, pattern: str) -> bool:
-    import re
-
+    """``/pattern/flags`` as FreeSWITCH's filter regexes are written."""
     body = pattern
     flags = 0
     if body.startswith("/"):
@@ -598,6 +629,8 @@ class FreeSwitchSimulator:
             self._heartbeat.stop()
         for call in self.calls.values():
             self._cancel_timers(call)
+        for connection in self.connections:
+            connection.stop_timers()
 
     def drop_connections(self) -> None:
         """Close every ESL socket abruptly; calls go on, their events meanwhile are lost."""
