@@ -382,6 +382,14 @@ class OriginateOptionTests(SimulatorTestCase):
         self.assertEqual(complete.get("variable_sip_hangup_disposition"), "recv_bye")
         self.assertFalse(self.simulator.hangup(uuid))
 
+    async def test_variable_references_are_not_set(self) -> None:
+        client = await self.connect(events="plain CHANNEL_CREATE")
+        uuid = await self.originate(client, "0521000006", "evil=${uuid},fine=1")
+        [create] = await client.events_until("CHANNEL_CREATE")
+        self.assertIsNone(create.get("variable_evil"))
+        self.assertEqual(create.get("variable_fine"), "1")
+        self.assertNotIn("evil", self.simulator.calls[uuid].variables)
+
     async def test_event_values_are_url_encoded(self) -> None:
         client = await self.connect(events="plain CHANNEL_CREATE")
         await self.originate(client, "0521000006", "origination_caller_id_name='Acme Support: 24/7 #1'")

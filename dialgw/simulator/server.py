@@ -1072,7 +1072,14 @@ class FreeSwitchSimulator:
         system["channel_name"] = request.dial_string
         if endpoint == "sofia":
             system["sip_destination_url"] = f"sip:{segments[-1]}"
-        merged = {**system, **variables}
+        nested_ok = _truthy(variables.get("origination_nested_vars"))
+        # switch_channel_set_variable_var_check refuses values holding a variable reference.
+        settable = {
+            name: value
+            for name, value in variables.items()
+            if nested_ok or ("${" not in value and "$\\{" not in value)
+        }
+        merged = {**system, **settable}
         merged["originate_early_media"] = "false" if _truthy(variables.get("ignore_early_media")) else "true"
         merged["originate_endpoint"] = endpoint
         cid_num = variables.get("origination_caller_id_number") or request.cid_num or "0000000000"
