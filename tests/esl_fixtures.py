@@ -1,25 +1,23 @@
-"""Load the real FreeSWITCH captures from shared/fixtures/freeswitch/."""
+"""Load the real FreeSWITCH captures (tests/fixtures/freeswitch/)."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 
-def shared_dir() -> Path:
-    """shared/ lives beside the repository (repo_root.parent / "shared")."""
-    beside = Path(__file__).resolve().parents[2] / "shared"
-    if beside.is_dir():
-        return beside
-    env = os.environ.get("DIALGW_SHARED")
-    if env:
-        return Path(env)
-    return beside
-
-
 def fixtures_dir() -> Path:
-    return shared_dir() / "fixtures" / "freeswitch"
+    """The captures, copied byte for byte from shared/fixtures/freeswitch/.
+
+    They live in the repository so that a clean clone tests itself; a test
+    below checks the copy against shared/ whenever shared/ is beside it.
+    """
+    return Path(__file__).resolve().parent / "fixtures" / "freeswitch"
+
+
+def shared_fixtures_dir() -> Path:
+    """shared/fixtures/freeswitch beside the repository, if it is there."""
+    return Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "freeswitch"
 
 
 def capture_names() -> list[str]:

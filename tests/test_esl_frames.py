@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from unittest import SkipTest
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -413,3 +414,13 @@ class PropertyTests(SynchronousTestCase):
             self.assertEqual(event.get_all(name), want)
             self.assertEqual(event.get(name), want[0])
         self.assertEqual(event.body, body or b"")
+
+
+class FixtureCopyTests(SynchronousTestCase):
+    def test_repository_copy_matches_shared(self) -> None:
+        shared = fx.shared_fixtures_dir()
+        if not shared.is_dir():
+            raise SkipTest(f"{shared} is not beside this checkout")
+        for path in sorted(shared.iterdir()):
+            copy = fx.fixtures_dir() / path.name
+            self.assertEqual(copy.read_bytes(), path.read_bytes(), path.name)

@@ -22,8 +22,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from dialgw.simulator.server import FreeSwitchSimulator
+from tests.esl_fixtures import fixtures_dir
 
-FIXTURES = Path("/work/shared/fixtures/freeswitch")
+FIXTURES = fixtures_dir()
 
 UUID_RE = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
