@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import attrs
 
-#: Session statuses in the only order they may move (SPEC §2).
-STATUSES = ("dialing", "ringing", "early_media", "answered", "ended")
-
-#: The webhook event each status change produces.
-EVENT_FOR_STATUS = {
-    "dialing": "session.dialing",
-    "ringing": "session.ringing",
-    "early_media": "session.early_media",
-    "answered": "call.answered",
-    "ended": "call.hangup",
-}
+# Statuses, their order and their webhook events are the state machine's.
+from dialgw.calls.machine import EVENT_FOR_STATUS, STATUSES
 
 #: Webhook delivery states of a session event (the outbox).
 DELIVERY_STATES = ("pending", "delivered", "failed")
