@@ -118,10 +118,15 @@ class LogSettings:
 
 @attrs.frozen
 class SimulatorSettings:
-    """``[simulator]`` (development only): run the embedded FreeSWITCH simulator."""
+    """``[simulator]`` (development only): run the embedded FreeSWITCH simulator.
+
+    With ``webhook_receiver`` (a server endpoint string) the daemon also runs
+    a small receiver that logs every webhook it gets (`dialgw.devreceiver`).
+    """
 
     listen: str
     heartbeat_sec: int = 20
+    webhook_receiver: str | None = None
 
 
 @attrs.frozen
@@ -415,6 +420,7 @@ def parse_config(text: str, source: str = "<string>") -> Settings:
         simulator = SimulatorSettings(
             listen=s.get("listen", _server_endpoint),
             heartbeat_sec=s.get("heartbeat_sec", _int_between(1, 3600), 20),
+            webhook_receiver=s.get("webhook_receiver", _server_endpoint, None),
         )
         s.finish()
 

@@ -25,6 +25,7 @@ from dialgw.config import ConfigError, Settings, load_config
 from dialgw.esl.client import NodeConnection
 from dialgw.pool import NodePool, PoolNode
 from dialgw.store import open_sqlite_store
+from dialgw.webhooks.sender import WebhookSender
 
 log = Logger()
 
@@ -59,6 +60,7 @@ class GatewayService(MultiService):
         self.connections: dict[str, NodeConnection] = {}
         self.pool: NodePool | None = None
         self.simulator: Any = None
+        self.webhooks: WebhookSender | None = None
         self._ports: list[Any] = []
         self.api_port: Any = None
         self.ready: Deferred = Deferred()
@@ -111,6 +113,16 @@ class GatewayService(MultiService):
             call = self.tracker.track(session, adopted=True)
             if session.fs_node not in self.connections:
                 self.tracker.apply(call, machine.CallSignal(machine.Signal.HANGUP, VANISHED_CAUSE))
+        self.webhooks = WebhookSender(
+            store=self.store,
+            reactor=reactor,
+            clock=self.clock,
+            timeout_sec=settings.webhooks.timeout_sec,
+            max_attempts=settings.webhooks.max_attempts,
+            max_age_sec=settings.webhooks.max_age_sec,
+        )
+        self.tracker.event_listeners.append(self.webhooks.wake)
+        self.webhooks.setServiceParent(self)
         for connection in self.connections.values():
             connection.setServiceParent(self)
         self.api = DialAPI(
@@ -136,6 +148,16 @@ class GatewayService(MultiService):
         port = await serverFromString(self.reactor, sim.listen).listen(self.simulator.factory())
         self._ports.append(port)
         log.info("embedded FreeSWITCH simulator on {listen}", listen=sim.listen)
+        if sim.webhook_receiver is not None:
+            from twisted.web.resource import Resource
+
+            from dialgw.devreceiver import WebhookLog
+
+            root = Resource()
+            root.putChild(b"webhooks", WebhookLog())
+            port = await serverFromString(self.reactor, sim.webhook_receiver).listen(Site(root))
+            self._ports.append(port)
+            log.info("development webhook receiver on {listen}/webhooks", listen=sim.webhook_receiver)
 
     def _on_event(self, connection: NodeConnection, event) -> None:
         if self.tracker is not None:

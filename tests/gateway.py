@@ -40,10 +40,10 @@ async def poll(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 
 class Harness:
-    def __init__(self, testcase) -> None:
+    def __init__(self, testcase, start: float = NOW) -> None:
         self.testcase = testcase
         self.clock = Clock()
-        self.clock.advance(NOW)
+        self.clock.advance(start)
         self.simulator = FreeSwitchSimulator(clock=self.clock, heartbeat_sec=20)
         testcase.addCleanup(self.simulator.stop)
         self.directory = testcase.mktemp()

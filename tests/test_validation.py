@@ -162,3 +162,18 @@ class PropertyTests(SynchronousTestCase):
             self.assertEqual((error.code, size > 4096), ("out_of_range", True))
         else:
             self.assertEqual(json.loads(dial.metadata_json), metadata)
+
+
+class SurrogateTests(SynchronousTestCase):
+    def test_lone_surrogates_are_refused(self) -> None:
+        for raw in [
+            b'{"to":"0527121102","from":"0721234567","metadata":{"x":"\\ud800"}}',
+            b'{"to":"0527121102","from":"0721234567","\\udfff":1}',
+        ]:
+            with self.assertRaises(ApiError, msg=raw) as caught:
+                validate_dial(raw)
+            self.assertEqual(caught.exception.code, "invalid_json")
+
+    def test_paired_surrogates_are_text(self) -> None:
+        dial = validate_dial(b'{"to":"0527121102","from":"0721234567","metadata":{"x":"\\ud83d\\ude00"}}')
+        self.assertIn("\U0001F600", dial.metadata_json)

@@ -103,6 +103,13 @@ def parse_body(raw: bytes) -> dict[str, object]:
         raise _invalid_json("body is not a valid JSON object") from None
     if not isinstance(body, dict):
         raise _invalid_json("body must be a JSON object")
+    if b"\\u" in raw:
+        # JSON may spell lone UTF-16 surrogates ("\ud800"), which are not
+        # text: nothing could store or echo them.
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _invalid_json("body contains an unpaired surrogate escape") from None
     return body
 
 

@@ -121,6 +121,9 @@ class CallTracker:
         self._by_job: dict[str, LiveCall] = {}
         self._waiters: dict[tuple[str, str], list[Deferred]] = {}
         self.observers: list[TransitionObserver] = []
+        #: Called whenever the store has a new session event (the webhook
+        #: sender wakes up on it instead of waiting for its next poll).
+        self.event_listeners: list[Callable[[], None]] = []
 
     # -- what the rest of the gateway asks -------------------------------
 
@@ -162,6 +165,7 @@ class CallTracker:
     def originate(self, session) -> Deferred:
         """Place the call of a freshly stored session. Never fails."""
         call = self.track(session)
+        self._new_event()  # the API committed the session.dialing event
         return Deferred.fromCoroutine(self._originate(call, session))
 
     def hangup(self, session_uuid: str) -> Deferred:
@@ -209,8 +213,8 @@ class CallTracker:
         """Apply one signal to a live call; record the change if there is one.
 
         ``at`` is when the switch says it happened (``Event-Date-Timestamp``).
-        It is used only while it is within `MAX_CLOCK_SKEW` of the gateway's
-        own clock (a switch with a wrong clock must not make calls last
+        It is used only while it is within `MAX_CLOCK_SKEW` before the
+        gateway's own clock (a switch with a wrong clock must not make calls last
         minutes or seconds); else the arrival time is. A session's status
         times never go backwards.
         """
@@ -218,7 +222,9 @@ class CallTracker:
         if transition is None:
             return None
         now = self._clock.seconds()
-        if at is not None and abs(at - now) <= MAX_CLOCK_SKEW:
+        # Nothing happens after it is heard of: a switch clock running ahead
+        # is not believed, one running far behind neither.
+        if at is not None and now - MAX_CLOCK_SKEW <= at <= now:
             now = at
         now = max(now, call.last_at)
         call.last_at = now
@@ -390,6 +396,10 @@ class CallTracker:
         if call.status != ENDED:
             call.watchdog = self._clock.callLater(self._grace, self._watchdog_fired, call)
 
+    def _new_event(self) -> None:
+        for listener in list(self.event_listeners):
+            listener()
+
     def _forget(self, call: LiveCall) -> None:
         if call.watchdog is not None and call.watchdog.active():
             call.watchdog.cancel()
@@ -409,6 +419,8 @@ class CallTracker:
         )
 
         def recorded(event):
+            if event is not None:
+                self._new_event()
             for observer in list(self.observers):
                 observer(call, transition, at)
             for waiter in self._waiters.pop((call.session_uuid, transition.to_status), []):

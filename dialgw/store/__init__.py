@@ -13,6 +13,8 @@ from dialgw.store.records import (
     PREVIOUS_SECRET_TTL_SEC,
     STATUSES,
     App,
+    AttemptResult,
+    Delivery,
     IdempotencyRecord,
     Session,
     SessionEvent,
@@ -29,6 +31,8 @@ from dialgw.store.store import (
 
 __all__ = [
     "App",
+    "AttemptResult",
+    "Delivery",
     "DELIVERY_STATES",
     "EVENT_FOR_STATUS",
     "IDEMPOTENCY_TTL_SEC",

@@ -99,3 +99,32 @@ class IdempotencyRecord:
     response_status: int
     response_body: str
     created_at: float
+
+
+@attrs.frozen
+class Delivery:
+    """A session event claimed for a webhook attempt, with all it needs."""
+
+    event: SessionEvent
+    app_id: str
+    webhook_url: str
+    signing_secrets: tuple[str, ...]
+    to_number: str
+    from_number: str
+    metadata_json: str
+
+
+@attrs.frozen
+class AttemptResult:
+    """How one webhook attempt ended, and what happens to its event next.
+
+    ``outcome`` is ``delivered``, ``retry`` (``next_attempt_at`` says when)
+    or ``failed`` (for good).
+    """
+
+    event_id: str
+    attempted_at: float
+    status_code: int | None
+    error: str | None
+    outcome: str
+    next_attempt_at: float | None

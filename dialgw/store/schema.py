@@ -83,6 +83,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
     ),
+    # 2: every webhook delivery attempt and its result.
+    (
+        """CREATE TABLE webhook_attempts (
+            event_id TEXT NOT NULL REFERENCES session_events (event_id) ON DELETE CASCADE,
+            attempt INTEGER NOT NULL,
+            attempted_at {timestamp} NOT NULL,
+            status_code INTEGER,
+            error TEXT,
+            outcome TEXT NOT NULL,
+            PRIMARY KEY (event_id, attempt)
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

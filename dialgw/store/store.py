@@ -28,6 +28,8 @@ from dialgw.store.records import (
     PREVIOUS_SECRET_TTL_SEC,
     STATUSES,
     App,
+    AttemptResult,
+    Delivery,
     IdempotencyRecord,
     Session,
     SessionEvent,
@@ -147,7 +149,111 @@ class _IdempotencyRace(Exception):
     """Another transaction stored the same Idempotency-Key first."""
 
 
-class Store:
+_DELIVERY_COLUMNS = ", ".join(f"e.{name.strip()}" for name in _EVENT_COLUMNS.split(",")) + (
+    ", s.app_id, s.to_number, s.from_number, s.metadata_json, a.webhook_url, a.webhook_secret, "
+    "a.previous_webhook_secret, a.previous_secret_expires_at"
+)
+_DELIVERY_STATE = {"delivered": "delivered", "retry": "pending", "failed": "failed"}
+
+
+class _Outbox:
+    """The webhook outbox half of `Store`: claiming due events, recording attempts."""
+
+    def claim_due_events(self, now: float, limit: int, lease_until: float) -> Deferred[list[Delivery]]:
+        """Claim up to ``limit`` events whose webhook is due, oldest due first.
+
+        Only the first undelivered event of each session is due, so a
+        session's webhooks go out in order. A claimed event's next attempt
+        moves to ``lease_until``: if the gateway dies before recording the
+        attempt, the event comes due again then, with the same id.
+        """
+
+        def claim(txn: Txn) -> list[Delivery]:
+            rows = self._all(
+                txn,
+                f"SELECT {_DELIVERY_COLUMNS} FROM session_events e "
+                "JOIN sessions s ON s.session_uuid = e.session_uuid "
+                "JOIN apps a ON a.app_id = s.app_id "
+                "WHERE e.delivery_state = 'pending' AND e.next_attempt_at <= ? "
+                "AND NOT EXISTS (SELECT 1 FROM session_events p WHERE p.session_uuid = e.session_uuid "
+                "AND p.sequence < e.sequence AND p.delivery_state = 'pending') "
+                "ORDER BY e.next_attempt_at LIMIT ?",
+                (now, limit),
+            )
+            deliveries = []
+            for row in rows:
+                event = SessionEvent(*row[:13])
+                app_id, to_number, from_number, metadata_json, url, secret, previous, expires = row[13:]
+                secrets_now = (secret,)
+                if previous is not None and expires is not None and now < expires:
+                    secrets_now = (secret, previous)
+                deliveries.append(
+                    Delivery(event, app_id, url, secrets_now, to_number, from_number, metadata_json)
+                )
+                self._execute(
+                    txn,
+                    "UPDATE session_events SET next_attempt_at = ? WHERE event_id = ?",
+                    (lease_until, event.event_id),
+                )
+            return deliveries
+
+        return self._run(True, claim)
+
+    def record_attempts(self, results: list[AttemptResult]) -> Deferred[None]:
+        """Record the results of several attempts in one transaction."""
+
+        def record(txn: Txn) -> None:
+            for result in results:
+                row = self._one(
+                    txn, "SELECT attempts FROM session_events WHERE event_id = ?", (result.event_id,)
+                )
+                if row is None:
+                    continue  # the app (and its sessions) was deleted meanwhile
+                attempt = row[0] + 1
+                self._execute(
+                    txn,
+                    "INSERT INTO webhook_attempts (event_id, attempt, attempted_at, status_code, error, outcome) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (result.event_id, attempt, result.attempted_at, result.status_code, result.error,
+                     result.outcome),
+                )
+                self._execute(
+                    txn,
+                    "UPDATE session_events SET attempts = ?, delivery_state = ?, last_error = ?, "
+                    "next_attempt_at = ?, delivered_at = ? WHERE event_id = ?",
+                    (attempt, _DELIVERY_STATE[result.outcome], result.error, result.next_attempt_at,
+                     result.attempted_at if result.outcome == "delivered" else None, result.event_id),
+                )
+
+        return self._run(True, record)
+
+    def webhook_attempts(self, event_id: str) -> Deferred[list[tuple[int, float, int | None, str | None, str]]]:
+        """``(attempt, attempted_at, status_code, error, outcome)`` of an event, in order."""
+
+        def attempts(txn: Txn) -> list[tuple[int, float, int | None, str | None, str]]:
+            return [
+                tuple(row)
+                for row in self._all(
+                    txn,
+                    "SELECT attempt, attempted_at, status_code, error, outcome FROM webhook_attempts "
+                    "WHERE event_id = ? ORDER BY attempt",
+                    (event_id,),
+                )
+            ]
+
+        return self._run(False, attempts)
+
+    def count_pending_events(self) -> Deferred[int]:
+        """How many webhooks wait for delivery (the outbox backlog)."""
+
+        def count(txn: Txn) -> int:
+            row = self._one(txn, "SELECT COUNT(*) FROM session_events WHERE delivery_state = 'pending'")
+            return int(row[0]) if row else 0
+
+        return self._run(False, count)
+
+
+class Store(_Outbox):
     """Apps, sessions, their events (the webhook outbox) and idempotency keys."""
 
     def __init__(self, pool: adbapi.ConnectionPool, dialect: Dialect) -> None:
