@@ -1,4 +1,4 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 # twisted/plugins has no __init__.py (it must not shadow Twisted's own), so it
 # is listed by hand: a plain `pip install .` then puts our plugin files next to
@@ -8,18 +8,10 @@ setup(
     version="0.1.0",
     description="Outbound-call gateway for FreeSWITCH pools",
     python_requires=">=3.11",
-    packages=[
-        "dialgw",
-        "dialgw.api",
-        "dialgw.calls",
-        "dialgw.esl",
-        "dialgw.simulator",
-        "dialgw.store",
-        "twisted.plugins",
-    ],
+    packages=[*find_packages(include=["dialgw", "dialgw.*"]), "twisted.plugins"],
     package_data={"twisted.plugins": ["dialgw_plugin.py", "dialgw_simulator_plugin.py"]},
     install_requires=[
-        "Twisted>=24.7",
+        "Twisted[tls]>=24.7",
         "klein>=24.8",
         "treq>=24.9",
         "attrs>=23.1",
