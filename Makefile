@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv install clean
+.PHONY: run test venv install clean bench
 
 venv: $(STAMP)
 
@@ -29,3 +29,7 @@ test: install
 
 clean:
 	rm -rf $(VENV) var _trial_temp* build *.egg-info
+
+# Benchmarks print figures; nothing in `make test` depends on timings.
+bench: install
+	$(PY) bench/webhooks.py
