@@ -20,7 +20,7 @@ from twisted.web.server import Site
 
 from dialgw.api.app import DialAPI
 from dialgw.calls import machine
-from dialgw.calls.tracker import VANISHED_CAUSE, CallTracker
+from dialgw.calls.tracker import CallTracker
 from dialgw.config import ConfigError, Settings, load_config
 from dialgw.esl.client import NodeConnection
 from dialgw.pool import NodePool, PoolNode
@@ -109,10 +109,9 @@ class GatewayService(MultiService):
             links=self.connections,
             dial_strings={fs.name: fs.dial_string for fs in settings.freeswitch},
         )
-        for session in await self.store.live_sessions(settings.node.id):
-            call = self.tracker.track(session, adopted=True)
-            if session.fs_node not in self.connections:
-                self.tracker.apply(call, machine.CallSignal(machine.Signal.HANGUP, VANISHED_CAUSE))
+        # This node's sessions that were live when it stopped: followed again,
+        # reconciled as each switch connection becomes ready.
+        self.tracker.adopt(await self.store.live_sessions(settings.node.id))
         self.webhooks = WebhookSender(
             store=self.store,
             reactor=reactor,

@@ -306,3 +306,44 @@ class ReconcileTests(TrackerTestCase):
         self.link.api_replies["uuid_exists"] = "true"
         self.clock.advance(10 + 60 + 5.1)
         self.assertIn(("api", f"uuid_kill {session.channel_uuid} ALLOTTED_TIMEOUT"), self.link.commands)
+
+
+class ClusterTests(TrackerTestCase):
+    def test_delete_of_a_session_another_node_follows(self) -> None:
+        ringing = new_session(status="ringing")
+        answered = new_session(status="answered")
+        self.successResultOf(self.tracker.hangup_session(ringing))
+        self.successResultOf(self.tracker.hangup_session(answered))
+        self.assertEqual(
+            self.link.commands,
+            [("api", f"uuid_kill {ringing.channel_uuid} ORIGINATOR_CANCEL"),
+             ("api", f"uuid_kill {answered.channel_uuid} NORMAL_CLEARING")],
+        )
+        self.assertEqual(self.store.transitions, [])
+
+    def test_delete_of_an_ended_session_sends_nothing(self) -> None:
+        self.successResultOf(self.tracker.hangup_session(new_session(status="ended")))
+        self.assertEqual(self.link.commands, [])
+
+    def test_adopted_sessions_are_reconciled_and_followed(self) -> None:
+        alive = new_session(status="ringing")
+        gone = new_session(status="answered", answered_at=0.0)
+        lost_node = new_session(fs_node="fs9")
+        self.link.api_replies["show"] = json.dumps(
+            {"row_count": 1, "rows": [{"uuid": alive.channel_uuid, "callstate": "ACTIVE"}]}
+        )
+        self.link.api_replies["uuid_exists"] = "false"
+        self.successResultOf(self.tracker.adopt([alive, gone, lost_node]))
+        self.assertEqual(self.statuses(alive), [("answered", None)])
+        self.assertEqual(self.statuses(gone), [("ended", "NORMAL_UNSPECIFIED")])
+        self.assertEqual(self.statuses(lost_node), [("ended", "NORMAL_UNSPECIFIED")])
+        self.assertEqual(self.pool.get("fs1").tracked, 1)
+        self.feed(alive, "CHANNEL_HANGUP_COMPLETE", Hangup_Cause="NORMAL_CLEARING")
+        self.assertEqual(self.statuses(alive)[-1], ("ended", "NORMAL_CLEARING"))
+
+    def test_adopting_twice_follows_once(self) -> None:
+        session = new_session(status="ringing")
+        self.link.ready = False
+        self.successResultOf(self.tracker.adopt([session]))
+        self.successResultOf(self.tracker.adopt([session]))
+        self.assertEqual(self.pool.get("fs1").tracked, 1)

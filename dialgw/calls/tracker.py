@@ -20,7 +20,7 @@ import json
 from typing import Callable, Mapping, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -180,6 +180,51 @@ class CallTracker:
             return succeed(None)
         call.kill_cause = "NORMAL_CLEARING" if call.status == ANSWERED else "ORIGINATOR_CANCEL"
         return Deferred.fromCoroutine(self._kill(call))
+
+    def hangup_session(self, session) -> Deferred:
+        """DELETE of any live session, also one another gateway node follows.
+
+        A session this node does not follow is killed straight on its
+        FreeSWITCH node; the node that follows it sees the hangup and
+        records it.
+        """
+        if session.session_uuid in self._by_session:
+            return self.hangup(session.session_uuid)
+        link = self._links.get(session.fs_node)
+        if link is None or not link.ready or session.status == ENDED:
+            return succeed(None)
+        cause = "NORMAL_CLEARING" if session.status == ANSWERED else "ORIGINATOR_CANCEL"
+        d = link.api(f"uuid_kill {session.channel_uuid} {cause}")
+        d.addErrback(
+            lambda f: log.warn(
+                "uuid_kill of {session_uuid} failed: {error}",
+                session_uuid=session.session_uuid,
+                error=repr(f.value),
+            )
+        )
+        return d
+
+    def adopt(self, sessions) -> Deferred:
+        """Follow sessions taken over from a dead gateway node.
+
+        Their events while nobody followed them are lost, so each is
+        reconciled with its switch at once (or when that switch's
+        connection is next ready).
+        """
+        calls = [
+            self.track(session, adopted=True)
+            for session in sessions
+            if session.session_uuid not in self._by_session
+        ]
+        work = []
+        for name, link in self._links.items():
+            mine = [call for call in calls if call.fs_node == name]
+            if mine and link.ready:
+                work.append(Deferred.fromCoroutine(self._reconcile(link, mine)))
+        for call in calls:
+            if call.fs_node not in self._links:
+                self.apply(call, CallSignal(Signal.HANGUP, VANISHED_CAUSE))
+        return gatherResults(work) if work else succeed(None)
 
     def when_status(self, session_uuid: str, status: str) -> Deferred:
         """Fires once a transition of ``session_uuid`` to ``status`` is stored."""
