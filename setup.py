@@ -16,6 +16,7 @@ setup(
         "treq>=24.9",
         "attrs>=23.1",
         "prometheus-client>=0.20",
+        "txredisapi>=1.6",
     ],
     extras_require={
         "test": ["hypothesis>=6.100", "standardwebhooks>=1.0"],
