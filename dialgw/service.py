@@ -23,6 +23,7 @@ from dialgw.calls import machine
 from dialgw.calls.tracker import CallTracker
 from dialgw.config import ConfigError, Settings, load_config
 from dialgw.esl.client import NodeConnection
+from dialgw.limits import Limiter, make_limiter
 from dialgw.pool import NodePool, PoolNode
 from dialgw.store import open_sqlite_store
 from dialgw.webhooks.sender import WebhookSender
@@ -57,6 +58,7 @@ class GatewayService(MultiService):
         self.store: Any = None
         self.tracker: CallTracker | None = None
         self.api: DialAPI | None = None
+        self.limiter: Limiter | None = None
         self.connections: dict[str, NodeConnection] = {}
         self.pool: NodePool | None = None
         self.simulator: Any = None
@@ -124,12 +126,16 @@ class GatewayService(MultiService):
         self.webhooks.setServiceParent(self)
         for connection in self.connections.values():
             connection.setServiceParent(self)
+        self.limiter = make_limiter(settings.ratelimit, settings.redis, self.clock, reactor)
+        await self.limiter.start()
         self.api = DialAPI(
             store=self.store,
             tracker=self.tracker,
             pool=self.pool,
             node_id=settings.node.id,
             clock=self.clock,
+            limiter=self.limiter,
+            ratelimit=settings.ratelimit,
         )
         site = Site(self.api.resource())
         site.displayTracebacks = False
@@ -178,6 +184,8 @@ class GatewayService(MultiService):
         await super().stopService()
         if self.simulator is not None:
             self.simulator.stop()
+        if self.limiter is not None:
+            await self.limiter.close()
         if self.store is not None:
             self.store.close()
 

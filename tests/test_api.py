@@ -14,6 +14,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from dialgw.api.app import DialAPI
+from dialgw.config import RateLimitSettings
+from dialgw.limits import MemoryLimiter
 from dialgw.pool import NodePool, PoolNode
 from tests.support import HTTPClient, listen_http, temp_store
 
@@ -44,6 +46,9 @@ class RecordingTracker:
 
 
 class APITestCase(TestCase):
+    #: ``[ratelimit]`` as configured: the defaults (5 dials/s, burst 10, 100 live, cooldown after 20 429s).
+    ratelimit = RateLimitSettings()
+
     async def setUp(self) -> None:
         self.store = await temp_store(self)
         self.clock = Clock()
@@ -51,8 +56,10 @@ class APITestCase(TestCase):
         self.link = FakeLink()
         self.pool = NodePool(self.clock, [PoolNode("fs1", self.link, 100, 1000)])
         self.tracker = RecordingTracker(self.store)
+        self.limiter = MemoryLimiter(self.clock)
         self.api = DialAPI(
-            store=self.store, tracker=self.tracker, pool=self.pool, node_id="acW68", clock=self.clock
+            store=self.store, tracker=self.tracker, pool=self.pool, node_id="acW68", clock=self.clock,
+            limiter=self.limiter, ratelimit=self.ratelimit,
         )
         self.http = HTTPClient(self, await listen_http(self, self.api.resource()))
         self.app, self.key = await self.store.create_app("one", "http://127.0.0.1:9/h", ["0721234567"], 0.0)
@@ -300,3 +307,159 @@ class EventsTests(APITestCase):
         created = (await self.post()).json()["session_uuid"]
         reply = await self.http.request("GET", f"/api/v1/dial/{created}/events", self.auth(self.other, self.other_key))
         self.assertEqual((reply.status, reply.json()["error"]), (404, "not_found"))
+
+
+def limit_headers(reply) -> tuple[str | None, str | None, str | None]:
+    return tuple(reply.headers.get(f"x-ratelimit-{name}") for name in ("limit", "remaining", "reset"))
+
+
+class RateLimitTests(APITestCase):
+    async def test_headers_on_a_202(self) -> None:
+        reply = await self.post()
+        self.assertEqual(reply.status, 202)
+        self.assertEqual(limit_headers(reply), ("10", "9", "1"))
+
+    async def test_429_when_the_bucket_is_empty(self) -> None:
+        await self.store.update_app(self.app.app_id, dials_per_sec=0.5, burst=2)
+        first, second = await self.post(), await self.post()
+        self.assertEqual((first.status, second.status), (202, 202))
+        self.assertEqual([limit_headers(first), limit_headers(second)], [("2", "1", "2"), ("2", "0", "4")])
+        refused = await self.post()
+        self.assertEqual(refused.status, 429)
+        self.assertEqual(
+            refused.json(),
+            {"error": "rate_limited", "message": "too many dials per second for this app; retry after 2 s",
+             "retry_after_sec": 2, "limit": "dials_per_sec"},
+        )
+        self.assertEqual(refused.headers["retry-after"], "2")
+        self.assertEqual(limit_headers(refused), ("2", "0", "4"))
+        self.assertEqual(refused.headers["content-type"], "application/json")
+        self.assertTrue(refused.headers["x-request-id"])
+        # Nothing stored, nothing placed, nothing held.
+        self.assertEqual(len(self.tracker.originated), 2)
+        self.assertEqual(await self.store.count_live_sessions(self.app.app_id), 2)
+        self.assertEqual(self.pool.get("fs1").tracked, 2)
+        self.assertEqual(self.api.reservations.held(self.app.app_id), 0)
+        # Retry-After is true: after it, the dial goes through.
+        self.clock.advance(2)
+        self.assertEqual((await self.post()).status, 202)
+
+    async def test_check_order_caller_id_then_limits_then_capacity(self) -> None:
+        await self.store.update_app(self.app.app_id, dials_per_sec=0.5, burst=1)
+        self.assertEqual((await self.post()).status, 202)
+        self.link.ready = False
+        # 403 before 429; the 403 carries a peek at the bucket.
+        reply = await self.post({"to": "0527121102", "from": "0731234567"})
+        self.assertEqual((reply.status, reply.json()["error"]), (403, "cid_not_allowed"))
+        self.assertEqual(limit_headers(reply), ("1", "0", "2"))
+        # 429 before 503.
+        reply = await self.post()
+        self.assertEqual((reply.status, reply.json()["limit"]), (429, "dials_per_sec"))
+        # With a token, capacity decides: 503, with the limiter's headers.
+        self.clock.advance(2)
+        reply = await self.post()
+        self.assertEqual((reply.status, reply.json()["error"]), (503, "no_fs_capacity"))
+        self.assertEqual(limit_headers(reply), ("1", "0", "2"))
+        self.assertEqual(len(self.tracker.originated), 1)
+
+    async def test_answers_before_the_limiter_peek_and_take_nothing(self) -> None:
+        self.assertEqual(limit_headers(await self.post()), ("10", "9", "1"))
+        for body, status in [({"to": "100", "from": "0721234567"}, 400), ({**GOOD, "timeout": 1}, 400)]:
+            reply = await self.post(body)
+            self.assertEqual((reply.status, limit_headers(reply)), (status, ("10", "9", "1")), body)
+        reply = await self.post(headers={"Content-Type": "text/plain"})
+        self.assertEqual((reply.status, limit_headers(reply)), (415, ("10", "9", "1")))
+        # No app, no headers.
+        reply = await self.http.request("POST", "/api/v1/dial", JSON_TYPE, json.dumps(GOOD).encode())
+        self.assertEqual((reply.status, limit_headers(reply)), (401, (None, None, None)))
+        self.assertEqual(limit_headers(await self.post()), ("10", "8", "1"))
+
+    async def test_a_replay_is_answered_before_the_limiter(self) -> None:
+        await self.store.update_app(self.app.app_id, dials_per_sec=0.5, burst=1)
+        first = await self.post(headers={"Idempotency-Key": "k1"})
+        again = await self.post(headers={"Idempotency-Key": "k1"})
+        self.assertEqual((first.status, again.status), (202, 202))
+        self.assertEqual(again.headers["idempotent-replayed"], "true")
+        self.assertEqual(limit_headers(again), ("1", "0", "2"))
+        self.assertEqual((await self.post()).status, 429)
+
+    async def test_max_concurrent_and_an_ended_session_frees_its_slot_at_once(self) -> None:
+        await self.store.update_app(self.app.app_id, max_concurrent=1)
+        created = (await self.post()).json()["session_uuid"]
+        refused = await self.post()
+        self.assertEqual(refused.status, 429)
+        self.assertEqual((refused.json()["limit"], refused.json()["retry_after_sec"]), ("max_concurrent", 1))
+        self.assertEqual(refused.headers["retry-after"], "1")
+        self.assertEqual(limit_headers(refused), ("10", "9", "1"), "a refusal takes no token")
+        # Other apps are not held back.
+        other = await self.http.request(
+            "POST", "/api/v1/dial", {**self.auth(self.other, self.other_key), **JSON_TYPE}, json.dumps(GOOD).encode()
+        )
+        self.assertEqual(other.status, 202)
+        await self.store.record_transition(created, "dialing", "ended", self.clock.seconds(), "USER_BUSY")
+        self.assertEqual((await self.post()).status, 202)
+
+    async def test_concurrent_requests_cannot_both_take_the_last_slot(self) -> None:
+        await self.store.update_app(self.app.app_id, max_concurrent=2)
+        replies = await gatherResults([Deferred.fromCoroutine(self.post()) for _ in range(6)])
+        self.assertEqual(sorted(r.status for r in replies), [202, 202, 429, 429, 429, 429])
+        self.assertEqual(
+            {r.json()["limit"] for r in replies if r.status == 429}, {"max_concurrent"}
+        )
+        self.assertEqual(await self.store.count_live_sessions(self.app.app_id), 2)
+        self.assertEqual(self.api.reservations.held(self.app.app_id), 0)
+
+    async def test_per_app_overrides_change_the_limits(self) -> None:
+        await self.store.update_app(self.app.app_id, burst=3, dials_per_sec=1.0)
+        self.assertEqual(limit_headers(await self.post()), ("3", "2", "1"))
+        await self.store.update_app(self.app.app_id, burst=None, dials_per_sec=None)
+        self.assertEqual(limit_headers(await self.post())[0], "10")
+
+    async def test_a_failed_request_releases_its_reservation(self) -> None:
+        def broken(*args):
+            raise RuntimeError("disk on fire")
+
+        self.store.create_session = broken
+        reply = await self.post()
+        self.assertEqual(reply.status, 500)
+        self.assertEqual(limit_headers(reply), ("10", "9", "1"))
+        self.assertEqual(self.api.reservations.held(self.app.app_id), 0)
+        self.flushLoggedErrors(RuntimeError)
+
+    async def test_redis_down_is_not_a_500(self) -> None:
+        import socket
+
+        from dialgw.limits import RedisLimiter
+
+        with socket.socket() as probe:  # a port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        limiter = RedisLimiter(f"redis://127.0.0.1:{port}/0", self.clock, MemoryLimiter(self.clock))
+        self.addCleanup(limiter.close)
+        api = DialAPI(
+            store=self.store, tracker=self.tracker, pool=self.pool, node_id="acW68", clock=self.clock,
+            limiter=limiter, ratelimit=self.ratelimit,
+        )
+        self.http = HTTPClient(self, await listen_http(self, api.resource()))
+        reply = await self.post()
+        self.assertEqual((reply.status, limit_headers(reply)), (202, ("10", "9", "1")))
+        self.assertTrue(limiter.degraded)
+        self.assertEqual((await self.post({"to": "1"})).status, 400)
+
+
+class CooldownAPITests(APITestCase):
+    ratelimit = RateLimitSettings(dials_per_sec=1.0, burst=1, cooldown_after=2, cooldown_window_sec=10,
+                                  cooldown_sec=30)
+
+    async def test_cooldown_over_http(self) -> None:
+        self.assertEqual((await self.post()).status, 202)
+        limits = [(await self.post()).json()["limit"] for _ in range(3)]
+        self.assertEqual(limits, ["dials_per_sec", "dials_per_sec", "cooldown"])
+        self.clock.advance(12)
+        reply = await self.post()
+        self.assertEqual((reply.status, reply.json()["limit"], reply.headers["retry-after"]), (429, "cooldown", "18"))
+        self.assertEqual(reply.json()["retry_after_sec"], 18)
+        self.assertEqual(reply.json()["message"], "too many refused dials: this app is cooling down; retry after 18 s")
+        self.clock.advance(18)
+        self.assertEqual((await self.post()).status, 202)
+        self.assertEqual(len(self.tracker.originated), 2)

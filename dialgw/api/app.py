@@ -2,9 +2,17 @@
 
 Checks of POST /dial run in the order the spec fixes, first failure wins:
 auth (401) -> body and fields (413, 415, 400) -> idempotency replay (422)
--> caller-ID allow-list (403) -> capacity (503). Only a request that passes
-them all creates a session, and its row (with its first event) is committed
-before the 202 leaves and before the originate is sent.
+-> caller-ID allow-list (403) -> rate limits (429) -> capacity (503). Only
+a request that passes them all creates a session, and its row (with its
+first event) is committed before the 202 leaves and before the originate
+is sent. An idempotent replay is answered before the limiter: the first
+request paid.
+
+``X-RateLimit-*`` headers: every POST /dial answer of an authenticated app
+carries them. From the limiter's decision once it was consulted (429, 202,
+503, 500 after it); answers decided before it (400, 403, 413, 415, 422, a
+replay) carry a peek at the bucket, which takes no token. A 401 carries
+none: there is no app to speak of.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from dialgw.api import validation
 from dialgw.api.errors import INTERNAL_ERROR, METHOD_NOT_ALLOWED, NOT_FOUND, UNAUTHORIZED, ApiError
 from dialgw.calls.machine import DIALING, ENDED
+from dialgw.config import RateLimitSettings
+from dialgw.limits import AppLimits, Decision, Limiter, Reservations, limits_for
 from dialgw.pool import NoCapacity
 from dialgw.store import IdempotencyRecord, Session, SessionEvent
 from dialgw.timefmt import rfc3339
@@ -99,6 +109,8 @@ class DialAPI:
         pool: Any,
         node_id: str,
         clock: IReactorTime,
+        limiter: Limiter,
+        ratelimit: RateLimitSettings,
         new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._store = store
@@ -106,6 +118,11 @@ class DialAPI:
         self._pool = pool
         self._node_id = node_id
         self._clock = clock
+        self._limiter = limiter
+        #: The ``[ratelimit]`` defaults; an app's overrides are read per request.
+        self._ratelimit = ratelimit
+        #: Dials admitted here whose session row is not committed yet.
+        self.reservations = Reservations()
         self._new_uuid = new_uuid
         self.accepting = True
 
@@ -223,8 +240,28 @@ class DialAPI:
     # -- POST /dial ------------------------------------------------------------
 
     async def _dial(self, request: IRequest) -> bytes:
-        rid = self._request_id(request)
         app = await self._authenticate(request)
+        limits = limits_for(app, self._ratelimit)
+        try:
+            return await self._dial_as(request, app, limits)
+        finally:
+            if not getattr(request, "dialgw_ratelimit_headers", False):
+                await self._peek_limits(request, app.app_id, limits)
+
+    def _limit_headers(self, request: IRequest, decision: Decision) -> None:
+        for name, value in decision.headers():
+            request.setHeader(name.encode("ascii"), value.encode("ascii"))
+        request.dialgw_ratelimit_headers = True
+
+    async def _peek_limits(self, request: IRequest, app_id: str, limits: AppLimits) -> None:
+        """Headers for an answer decided before the limiter: a look, no token taken."""
+        try:
+            self._limit_headers(request, await self._limiter.peek(app_id, limits))
+        except Exception:
+            log.failure("request {request_id}: no rate-limit headers", request_id=self._request_id(request))
+
+    async def _dial_as(self, request: IRequest, app: Any, limits: AppLimits) -> bytes:
+        rid = self._request_id(request)
         if not self.accepting:
             raise ApiError(503, "no_fs_capacity", "the gateway is shutting down", headers=(("Retry-After", "5"),))
         raw = request.content.read(validation.MAX_BODY_BYTES + 1)
@@ -242,6 +279,25 @@ class DialAPI:
             raise ApiError(
                 403, "cid_not_allowed", "from is not on this app's caller-ID allow-list", field="from"
             )
+        # max_concurrent counts the app's live sessions in the store and the
+        # dials admitted here whose rows are not committed yet (see
+        # dialgw.limits.reservations); this dial holds a ticket until its
+        # row is committed or it fails.
+        held_before = self.reservations.snapshot(app.app_id)
+        live = await self._store.count_live_sessions(app.app_id)
+        in_flight = self.reservations.in_flight_since(app.app_id, held_before)
+        ticket = self.reservations.hold(app.app_id)
+        try:
+            decision = await self._limiter.check(app.app_id, limits, live + in_flight)
+            self._limit_headers(request, decision)
+            if not decision.allowed:
+                raise _rate_limited(decision)
+            return await self._place(request, rid, app, dial, key, now)
+        finally:
+            self.reservations.release(app.app_id, ticket)
+
+    async def _place(self, request: IRequest, rid: str, app: Any, dial: Any, key: str | None,
+                     now: float) -> bytes:
         try:
             node = self._pool.reserve()
         except NoCapacity as full:
@@ -296,7 +352,7 @@ class DialAPI:
             request, 202, body, [("Location", f"/api/v1/dial/{session.session_uuid}")]
         )
 
-    def _replay(self, request: IRequest, record: IdempotencyRecord, dial) -> bytes:
+    def _replay(self, request: IRequest, record: IdempotencyRecord, dial: Any) -> bytes:
         if record.request_hash != dial.request_hash:
             raise ApiError(
                 422,
@@ -312,3 +368,22 @@ class DialAPI:
                 ("Idempotent-Replayed", "true"),
             ],
         )
+
+
+_LIMIT_MESSAGES = {
+    "dials_per_sec": "too many dials per second for this app",
+    "max_concurrent": "this app has as many live calls as it may",
+    "cooldown": "too many refused dials: this app is cooling down",
+}
+
+
+def _rate_limited(decision: Decision) -> ApiError:
+    """The 429 of a refused dial: nothing was stored and no call placed."""
+    limit = decision.limit or "dials_per_sec"
+    return ApiError(
+        429,
+        "rate_limited",
+        f"{_LIMIT_MESSAGES.get(limit, 'rate limited')}; retry after {decision.retry_after} s",
+        headers=(("Retry-After", str(decision.retry_after)),),
+        extra=(("retry_after_sec", decision.retry_after), ("limit", limit)),
+    )
