@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import attrs
+import treq
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
@@ -332,6 +333,12 @@ class RateLimitTests(APITestCase):
              "retry_after_sec": 2, "limit": "dials_per_sec"},
         )
         self.assertEqual(refused.headers["retry-after"], "2")
+        raw = await treq.post(
+            self.http.base_url + "/api/v1/dial", json.dumps(GOOD).encode(),
+            headers={**self.auth(), **JSON_TYPE}, pool=self.http.pool,
+        )
+        await raw.content()
+        self.assertEqual((raw.code, raw.phrase), (429, b"Too Many Requests"))
         self.assertEqual(limit_headers(refused), ("2", "0", "4"))
         self.assertEqual(refused.headers["content-type"], "application/json")
         self.assertTrue(refused.headers["x-request-id"])

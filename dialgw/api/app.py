@@ -45,6 +45,9 @@ _SESSION_UUID = re.compile(
 )
 JSON = "application/json"
 
+#: Reason phrases Twisted does not know (it would send "Unknown Status").
+_REASONS = {422: b"Unprocessable Content", 429: b"Too Many Requests"}
+
 
 def _header(request: IRequest, name: bytes) -> str | None:
     value = request.getHeader(name)
@@ -148,7 +151,7 @@ class DialAPI:
         headers: Iterable[tuple[str, str]] = (),
     ) -> bytes:
         self._request_id(request)
-        request.setResponseCode(status)
+        request.setResponseCode(status, _REASONS.get(status))
         request.setHeader(b"content-type", JSON.encode("ascii"))
         for name, value in headers:
             request.setHeader(name.encode("ascii"), value.encode("ascii"))
