@@ -14,6 +14,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -24,6 +25,7 @@ from dialgw.calls.tracker import CallTracker
 from dialgw.config import ConfigError, Settings, load_config
 from dialgw.esl.client import NodeConnection
 from dialgw.limits import Limiter, make_limiter
+from dialgw.ops import GatewayCollector, Metrics, RequestLog, Root, ops_resources
 from dialgw.pool import NodePool, PoolNode
 from dialgw.store import open_sqlite_store
 from dialgw.webhooks.sender import WebhookSender
@@ -34,6 +36,10 @@ log = Logger()
 #: a session, CHANNEL_CREATE (to resend a kill that raced the originate), job
 #: results and heartbeats. No filters: they would drop jobs and heartbeats.
 EVENT_NAMES = ("CHANNEL_CREATE", *machine.CHANNEL_EVENTS, "BACKGROUND_JOB", "HEARTBEAT")
+
+
+#: How long /healthz waits for the database before calling it down.
+HEALTH_TIMEOUT_SEC = 2.0
 
 
 class Options(usage.Options):
@@ -65,6 +71,10 @@ class GatewayService(MultiService):
         self.webhooks: WebhookSender | None = None
         self._ports: list[Any] = []
         self.api_port: Any = None
+        self.admin_port: Any = None
+        self.metrics: Metrics | None = None
+        self.backlog = 0
+        self._backlog_loop: LoopingCall | None = None
         self.ready: Deferred = Deferred()
 
     def startService(self) -> None:
@@ -137,13 +147,64 @@ class GatewayService(MultiService):
             limiter=self.limiter,
             ratelimit=settings.ratelimit,
         )
-        site = Site(self.api.resource())
-        site.displayTracebacks = False
-        port = await serverFromString(reactor, settings.api.listen).listen(site)
-        self._ports.append(port)
+        self.metrics = Metrics() if settings.api.metrics else None
+        if self.metrics is not None:
+            self.metrics.add_collector(GatewayCollector(self))
+        self._backlog_loop = LoopingCall(self._refresh_backlog)
+        self._backlog_loop.clock = self.clock
+        self._backlog_loop.start(10.0, now=True)
+        api = RequestLog(self.api.resource(), self.metrics)
+        ops = ops_resources(self, self.metrics)
+        if settings.api.admin_listen is None:
+            port = await self._listen(settings.api.listen, Root(api, ops))
+        else:
+            port = await self._listen(settings.api.listen, Root(api, {}))
+            self.admin_port = await self._listen(settings.api.admin_listen, Root(None, ops))
         self.api_port = port
         log.info("dialgw {node} listening on {listen}", node=settings.node.id, listen=settings.api.listen)
         self.ready.callback(self)
+
+    async def _listen(self, endpoint: str, root) -> Any:
+        site = Site(root)
+        site.displayTracebacks = False
+        port = await serverFromString(self.reactor, endpoint).listen(site)
+        self._ports.append(port)
+        return port
+
+    async def _refresh_backlog(self) -> None:
+        try:
+            self.backlog = await self.store.count_pending_events()
+        except Exception:
+            log.failure("could not count the webhook backlog")
+
+    async def health(self) -> dict:
+        """The state of each part; ``status`` is ``ok`` when dials can work.
+
+        ``ok`` needs the database to answer and at least one FreeSWITCH node
+        ready; anything else is ``unavailable`` (503).
+        """
+        try:
+            await self.store.count_live_sessions("").addTimeout(HEALTH_TIMEOUT_SEC, self.clock)
+            database = "ok"
+        except Exception as error:
+            database = f"error: {type(error).__name__}"
+        nodes = {
+            name: "ready" if connection.ready else "disconnected"
+            for name, connection in self.connections.items()
+        }
+        ok = database == "ok" and "ready" in nodes.values() and self.api is not None and self.api.accepting
+        limiter = getattr(self, "limiter", None)
+        report: dict = {
+            "status": "ok" if ok else "unavailable",
+            "node": self.settings.node.id,
+            "accepting_dials": bool(self.api is not None and self.api.accepting),
+            "database": database,
+            "freeswitch": nodes,
+            "webhook_backlog": self.backlog,
+        }
+        if limiter is not None:
+            report["rate_limits"] = "degraded (Redis unreachable)" if getattr(limiter, "degraded", False) else "ok"
+        return report
 
     async def _start_simulator(self) -> None:
         from dialgw.simulator.server import FreeSwitchSimulator
@@ -179,6 +240,8 @@ class GatewayService(MultiService):
     async def _stop(self) -> None:
         if self.api is not None:
             self.api.accepting = False
+        if self._backlog_loop is not None and self._backlog_loop.running:
+            self._backlog_loop.stop()
         for port in self._ports:
             await port.stopListening()
         await super().stopService()

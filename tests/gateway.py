@@ -65,18 +65,22 @@ class Harness:
             await port.stopListening()
             self.simulator.drop_connections()
 
-    def config_text(self, sim_port: int, **extra: str) -> str:
+    def config_text(self, sim_port: int, api: dict[str, str] | None = None, **extra: str) -> str:
         return (
             "[node]\nid = acW68\n"
             "[api]\nlisten = tcp:0:interface=127.0.0.1\n"
+            + "".join(f"{key} = {value}\n" for key, value in (api or {}).items())
+            +
             f"[database]\npath = {self.db_path}\n"
             f"[freeswitch:fs1]\nendpoint = tcp:host=127.0.0.1:port={sim_port}\n"
             "heartbeat_sec = 20\nmax_cps = 1000\n"
             + "".join(f"{key} = {value}\n" for key, value in extra.items())
         )
 
-    async def start_gateway(self, sim_port: int, wait_ready: bool = True, **extra: str) -> GatewayService:
-        settings = parse_config(self.config_text(sim_port, **extra))
+    async def start_gateway(
+        self, sim_port: int, wait_ready: bool = True, api: dict[str, str] | None = None, **extra: str
+    ) -> GatewayService:
+        settings = parse_config(self.config_text(sim_port, api, **extra))
         gateway = GatewayService(settings, reactor, self.clock)
         gateway.startService()
         await gateway.ready

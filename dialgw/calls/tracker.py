@@ -133,6 +133,14 @@ class CallTracker:
     def get(self, session_uuid: str) -> LiveCall | None:
         return self._by_session.get(session_uuid)
 
+    def census(self) -> dict[tuple[str, str], int]:
+        """How many live sessions this node follows, by (FreeSWITCH node, status)."""
+        counts: dict[tuple[str, str], int] = {}
+        for call in self._by_channel.values():
+            key = (call.fs_node, call.status)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def live_on(self, fs_node: str) -> list[LiveCall]:
         return [call for call in self._by_channel.values() if call.fs_node == fs_node]
 

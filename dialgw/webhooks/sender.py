@@ -89,6 +89,8 @@ class WebhookSender(Service):
         #: The most deliveries ever held in memory at once (claimed, not yet
         #: recorded): what bounds the sender's memory whatever the backlog.
         self.peak_in_flight = 0
+        #: Attempts since start by result: delivered, retry, failed.
+        self.results: dict[str, int] = {}
 
     @property
     def in_flight(self) -> int:
@@ -224,6 +226,7 @@ class WebhookSender(Service):
                 self._clock.seconds(),
             )
         self._results.append(result)
+        self.results[result.outcome] = self.results.get(result.outcome, 0) + 1
         if result.outcome == "retry" and result.next_attempt_at is not None:
             self._wake_at(result.next_attempt_at)
         log.info(

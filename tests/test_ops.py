@@ -1,0 +1,116 @@
+"""/healthz, /metrics and the request log, on a whole gateway."""
+
+from __future__ import annotations
+
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+import sqlite3
+
+from twisted.internet.defer import fail
+
+from tests.gateway import Harness
+from tests.support import HTTPClient
+
+
+class OpsTestCase(TestCase):
+    timeout = 60
+    api: dict[str, str] | None = None
+
+    async def setUp(self) -> None:
+        self.h = Harness(self)
+        self.sim_port = await self.h.start_simulator()
+        await self.h.start_gateway(self.sim_port, api=self.api)
+        await self.h.create_app()
+        self.lines: list[dict] = []
+        globalLogPublisher.addObserver(self.lines.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.lines.append)
+
+
+class HealthTests(OpsTestCase):
+    async def test_healthy(self) -> None:
+        reply = await self.h.http.request("GET", "/healthz")
+        self.assertEqual(reply.status, 200)
+        body = reply.json()
+        self.assertEqual(
+            (body["status"], body["database"], body["freeswitch"], body["accepting_dials"], body["node"]),
+            ("ok", "ok", {"fs1": "ready"}, True, "acW68"),
+        )
+        self.assertEqual(reply.headers["content-type"], "application/json")
+
+    async def test_no_switch_is_unavailable(self) -> None:
+        await self.h.stop_simulator()
+        await self.h.node_ready(ready=False)
+        reply = await self.h.http.request("GET", "/healthz")
+        self.assertEqual(reply.status, 503)
+        self.assertEqual((reply.json()["status"], reply.json()["freeswitch"]), ("unavailable", {"fs1": "disconnected"}))
+
+    async def test_no_database_is_unavailable(self) -> None:
+        self.h.store.count_live_sessions = lambda *args: fail(sqlite3.OperationalError("disk I/O error"))
+        reply = await self.h.http.request("GET", "/healthz")
+        self.assertEqual(reply.status, 503)
+        self.assertEqual(reply.json()["database"], "error: OperationalError")
+
+
+class MetricsTests(OpsTestCase):
+    async def test_metrics_after_a_call(self) -> None:
+        h = self.h
+        sid = await h.placed("0521000006")
+        await h.advance(1.1)
+        await h.status(sid, "answered")
+        await h.dial("0521000001", expect=400, to_unknown_field=1)
+        reply = await h.http.request("GET", "/metrics")
+        self.assertEqual(reply.status, 200)
+        text = reply.body.decode()
+        for line in [
+            'dialgw_dials_total{outcome="accepted"} 1.0',
+            'dialgw_dials_total{outcome="rejected"} 1.0',
+            'dialgw_api_requests_total{method="POST",route="/api/v1/dial",status="202"} 1.0',
+            'dialgw_fs_node_connected{node="fs1"} 1.0',
+            'dialgw_fs_node_free_channels{node="fs1"} 199.0',
+            'dialgw_live_sessions{fs_node="fs1",status="answered"} 1.0',
+            "dialgw_redis_degraded 0.0",
+        ]:
+            self.assertIn(line, text)
+        self.assertIn('dialgw_api_request_seconds_bucket{le="+Inf",route="/api/v1/dial"} 2.0', text)
+        self.assertIn("dialgw_webhook_backlog", text)
+
+
+class RequestLogTests(OpsTestCase):
+    async def test_one_line_per_request_without_secrets(self) -> None:
+        h = self.h
+        reply = await h.http.request(
+            "GET", "/api/v1/dial/acW68-00000000-0000-4000-8000-000000000000",
+            {**h.auth(), "X-Request-ID": "trace-42"},
+        )
+        self.assertEqual(reply.status, 404)
+        text = [
+            line["log_format"].format(**line)
+            for line in self.lines
+            if line.get("log_namespace") == "dialgw.ops" and "log_format" in line
+        ]
+        self.assertEqual(len(text), 1, text)
+        self.assertRegex(text[0], r"^trace-42 \S+ GET /api/v1/dial/acW68-0+-0+-4000-8000-0+ 404 [0-9.]+ms$")
+        everything = repr(self.lines)
+        self.assertNotIn(h.key, everything)
+        self.assertNotIn(h.app.webhook_secret, everything)
+
+
+class MetricsOffTests(OpsTestCase):
+    api = {"metrics": "no"}
+
+    async def test_metrics_can_be_turned_off(self) -> None:
+        reply = await self.h.http.request("GET", "/metrics", self.h.auth())
+        self.assertEqual(reply.status, 404)
+        self.assertEqual((await self.h.http.request("GET", "/healthz")).status, 200)
+
+
+class AdminListenTests(OpsTestCase):
+    api = {"admin_listen": "tcp:0:interface=127.0.0.1"}
+
+    async def test_health_and_metrics_on_their_own_endpoint(self) -> None:
+        admin = HTTPClient(self, f"http://127.0.0.1:{self.h.gateway.admin_port.getHost().port}")
+        self.assertEqual((await admin.request("GET", "/healthz")).status, 200)
+        self.assertEqual((await admin.request("GET", "/metrics")).status, 200)
+        self.assertEqual((await admin.request("GET", "/api/v1/dial/x")).status, 404)
+        self.assertEqual((await self.h.http.request("GET", "/healthz")).status, 404)
