@@ -130,13 +130,31 @@ class RequestLog(Resource):
         self._wrapped = wrapped
         self._metrics = metrics
         self._clock = clock
+        #: Requests being answered right now.
+        self.in_flight = 0
+        self._drain_waiters: list[Deferred] = []
+
+    def drained(self) -> Deferred:
+        """Fires when no request is in flight (at once if none is)."""
+        waiter: Deferred = Deferred()
+        if self.in_flight == 0:
+            waiter.callback(None)
+        else:
+            self._drain_waiters.append(waiter)
+        return waiter
 
     def render(self, request):
         started = self._clock()
+        self.in_flight += 1
         request.notifyFinish().addBoth(lambda _: self._finished(request, started))
         return self._wrapped.render(request)
 
     def _finished(self, request, started: float) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
         seconds = self._clock() - started
         method = request.method.decode("ascii", "replace")
         path = request.path.decode("utf-8", "replace")

@@ -40,6 +40,8 @@ EVENT_NAMES = ("CHANNEL_CREATE", *machine.CHANNEL_EVENTS, "BACKGROUND_JOB", "HEA
 
 #: How long /healthz waits for the database before calling it down.
 HEALTH_TIMEOUT_SEC = 2.0
+#: How long SIGTERM waits for API requests in flight.
+DRAIN_TIMEOUT_SEC = 10.0
 
 
 class Options(usage.Options):
@@ -72,6 +74,7 @@ class GatewayService(MultiService):
         self._ports: list[Any] = []
         self.api_port: Any = None
         self.admin_port: Any = None
+        self.requests: RequestLog | None = None
         self.metrics: Metrics | None = None
         self.backlog = 0
         self._backlog_loop: LoopingCall | None = None
@@ -153,7 +156,7 @@ class GatewayService(MultiService):
         self._backlog_loop = LoopingCall(self._refresh_backlog)
         self._backlog_loop.clock = self.clock
         self._backlog_loop.start(10.0, now=True)
-        api = RequestLog(self.api.resource(), self.metrics)
+        api = self.requests = RequestLog(self.api.resource(), self.metrics)
         ops = ops_resources(self, self.metrics)
         if settings.api.admin_listen is None:
             port = await self._listen(settings.api.listen, Root(api, ops))
@@ -238,8 +241,19 @@ class GatewayService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        """SIGTERM: refuse new dials (503), let requests in flight finish
+        (at most `DRAIN_TIMEOUT_SEC`), then stop listening, flush the webhook
+        attempts, say ``exit`` on every ESL connection and close the store.
+        Calls in progress go on in FreeSWITCH; the next start reconciles them.
+        """
         if self.api is not None:
             self.api.accepting = False
+        if self.requests is not None and self.requests.in_flight:
+            log.info("draining {count} API requests in flight", count=self.requests.in_flight)
+            try:
+                await self.requests.drained().addTimeout(DRAIN_TIMEOUT_SEC, self.reactor)
+            except Exception:
+                log.warn("requests still in flight after {timeout}s; stopping anyway", timeout=DRAIN_TIMEOUT_SEC)
         if self._backlog_loop is not None and self._backlog_loop.running:
             self._backlog_loop.stop()
         for port in self._ports:

@@ -7,9 +7,11 @@ from twisted.trial.unittest import TestCase
 
 import sqlite3
 
-from twisted.internet.defer import fail
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail
 
-from tests.gateway import Harness
+from dialgw.store import open_sqlite_store
+from tests.gateway import Harness, poll
 from tests.support import HTTPClient
 
 
@@ -114,3 +116,32 @@ class AdminListenTests(OpsTestCase):
         self.assertEqual((await admin.request("GET", "/metrics")).status, 200)
         self.assertEqual((await admin.request("GET", "/api/v1/dial/x")).status, 404)
         self.assertEqual((await self.h.http.request("GET", "/healthz")).status, 404)
+
+
+class ShutdownTests(OpsTestCase):
+    async def test_sigterm_drains(self) -> None:
+        """In-flight request finishes, new dials get 503, the outbox is intact."""
+        h = self.h
+        gate: Deferred = Deferred()
+        create = h.store.create_session
+
+        async def slow_create(*args):
+            await gate
+            return await create(*args)
+
+        h.store.create_session = slow_create
+        first = Deferred.fromCoroutine(h.dial("0521000006"))
+        await poll(lambda: h.gateway.requests.in_flight == 1)
+        stopping = h.gateway.stopService()
+        refused = await h.dial("0521000006", expect=503)
+        self.assertEqual(refused.json()["error"], "no_fs_capacity")
+        self.assertFalse(stopping.called)
+        gate.callback(None)
+        accepted = await first
+        self.assertEqual(accepted.status, 202)
+        await stopping
+        sid = accepted.json()["session_uuid"]
+        store = await open_sqlite_store(reactor, h.db_path)
+        self.addCleanup(store.close)
+        events = await store.session_events(sid)
+        self.assertEqual([(e.event, e.delivery_state) for e in events][:1], [("session.dialing", "pending")])
