@@ -33,3 +33,32 @@ clean:
 # Benchmarks print figures; nothing in `make test` depends on timings.
 bench: install
 	$(PY) bench/webhooks.py
+
+# --- Debian package (docs/packaging.md) -----------------------------------
+# `make deb` installs the missing build dependencies (apt-get, so as root),
+# builds from a copy of this tree in build/deb/ (so the tree and its parent
+# directory stay clean) and leaves the .deb, .buildinfo and .changes in dist/.
+# `make check-deb` builds, runs lintian, then installs, runs, removes and
+# purges the package on this machine (root only: it changes the system).
+DEB_STAGE := build/deb
+
+.PHONY: deb check-deb
+deb:
+	rm -rf $(DEB_STAGE)
+	mkdir -p $(DEB_STAGE)/src dist
+	tar -cf - --exclude-vcs --exclude=./.venv --exclude=./var --exclude=./build \
+	    --exclude=./dist --exclude='./_trial_temp*' --exclude=./.hypothesis \
+	    --exclude='*.egg-info' --exclude=__pycache__ --exclude=dropin.cache . \
+	    | tar -xf - -C $(DEB_STAGE)/src
+	cd $(DEB_STAGE)/src && if ! dpkg-checkbuilddeps >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -q ./ \
+	    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -q ./; }; \
+	fi
+	cd $(DEB_STAGE)/src && dpkg-buildpackage -us -uc -b
+	for f in $(DEB_STAGE)/*.deb $(DEB_STAGE)/*.buildinfo $(DEB_STAGE)/*.changes; do \
+	    mv -f "$$f" dist/ && echo "dist/$${f##*/}"; \
+	done
+	rm -rf $(DEB_STAGE)
+
+check-deb: deb
+	debian/check-deb
