@@ -1,29 +1,42 @@
-"""Tests for dialgw.store against real SQLite files (and dialgw.timefmt)."""
+"""Tests for dialgw.store on both backends (and dialgw.timefmt).
+
+Every behaviour is tested on a real SQLite file and on a fresh PostgreSQL
+database (see `tests.pg`): the test mixins below run once per backend
+class. Several nodes writing at once are two `Store` objects (two pools)
+on one database.
+"""
 
 from __future__ import annotations
 
 import calendar
 import os
+import socket
 import sqlite3
 import uuid
+from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dialgw.store import (
     UNSET,
+    AttemptResult,
     IdempotencyRecord,
     SchemaTooNewError,
     Session,
     Store,
     StoreError,
+    StoreNotEmptyError,
     hash_api_key,
+    open_postgresql_store,
     open_sqlite_store,
 )
 from dialgw.store import store as store_module
-from dialgw.store.schema import MIGRATIONS, SCHEMA_VERSION
+from dialgw.store.schema import DATA_TABLES, MIGRATIONS, SCHEMA_VERSION
 from dialgw.timefmt import rfc3339
+from tests import pg
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
@@ -48,13 +61,13 @@ def new_session(app_id: str, node_id: str = "acW68", started_at: float = NOW, fs
     )
 
 
-class StoreTestCase(TestCase):
-    """Each test gets its own directory and an open store in it."""
+# --- backends: each opens stores on its own fresh database
 
-    async def open(self, path: str | None = None) -> Store:
-        store = await open_sqlite_store(reactor, path or self.path)
-        self.addCleanup(store.close)
-        return store
+
+class SQLiteBackend(TestCase):
+    """Each test gets its own directory and an open store on a file in it."""
+
+    integrity_error: type[Exception] = sqlite3.IntegrityError
 
     async def setUp(self) -> None:
         directory = self.mktemp()
@@ -62,11 +75,81 @@ class StoreTestCase(TestCase):
         self.path = os.path.join(directory, "dialgw.sqlite")
         self.store = await self.open()
 
+    async def open_unmanaged(self) -> Store:
+        """Another store on the test's database; the caller closes it."""
+        return await open_sqlite_store(reactor, self.path)
+
+    async def open(self) -> Store:
+        """Another store on the test's database (another node), closed at cleanup."""
+        store = await self.open_unmanaged()
+        self.addCleanup(store.close)
+        return store
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """One statement on a connection of its own, committed; its rows."""
+        db = sqlite3.connect(self.path)
+        try:
+            rows = db.execute(sql, params).fetchall()
+            db.commit()
+            return rows
+        finally:
+            db.close()
+
+    def tables(self) -> set[str]:
+        return {name for (name,) in self.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def stored_bytes(self) -> bytes:
+        """Every byte the database keeps (with the store closed)."""
+        data = b""
+        for name in os.listdir(os.path.dirname(self.path)):
+            with open(os.path.join(os.path.dirname(self.path), name), "rb") as f:
+                data += f.read()
+        return data
+
+
+class PostgreSQLBackend(TestCase):
+    """Each test gets its own database on the local PostgreSQL server."""
+
+    async def setUp(self) -> None:
+        self.dsn = pg.create_database(self)
+        import psycopg2
+
+        self.integrity_error = psycopg2.IntegrityError
+        self.store = await self.open()
+
+    async def open_unmanaged(self) -> Store:
+        return await open_postgresql_store(reactor, self.dsn)
+
+    async def open(self) -> Store:
+        store = await self.open_unmanaged()
+        self.addCleanup(store.close)
+        return store
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return pg.query(self.dsn, sql, params)
+
+    def tables(self) -> set[str]:
+        return {name for (name,) in self.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+
+    def stored_bytes(self) -> bytes:
+        """Every row of every table, as text."""
+        rows = []
+        for table in self.tables():
+            rows += [text for (text,) in self.query(f"SELECT t::text FROM {table} t")]
+        return "\n".join(rows).encode()
+
+
+class StoreTests:
+    """Helpers of the test mixins; a backend class provides the rest."""
+
+    store: Store
+
     async def new_app(self, name: str = "shop", caller_ids: tuple[str, ...] = ("0721234567",)):
         return await self.store.create_app(name, "https://example.com/hook", set(caller_ids), NOW)
 
 
-class OpenTests(StoreTestCase):
+class OpenTests(StoreTests):
     async def test_migrations_are_idempotent_across_reopen(self) -> None:
         app, _ = await self.new_app()
         self.store.close()
@@ -74,61 +157,36 @@ class OpenTests(StoreTestCase):
         again2 = await self.open()
         self.assertEqual((await again.get_app(app.app_id)).name, "shop")
         self.assertEqual((await again2.get_app(app.app_id)).name, "shop")
-        db = sqlite3.connect(self.path)
-        self.addCleanup(db.close)
-        self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(SCHEMA_VERSION,)])
+        self.assertEqual(self.query("SELECT version FROM schema_version"), [(SCHEMA_VERSION,)])
 
     async def test_new_migration_applies_on_reopen(self) -> None:
         self.store.close()
         self.patch(store_module, "MIGRATIONS", MIGRATIONS + (("CREATE TABLE extra (x INTEGER)",),))
         await self.open()
-        db = sqlite3.connect(self.path)
-        self.addCleanup(db.close)
-        self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(SCHEMA_VERSION + 1,)])
-        self.assertEqual(db.execute("SELECT COUNT(*) FROM extra").fetchone(), (0,))
+        self.assertEqual(self.query("SELECT version FROM schema_version"), [(SCHEMA_VERSION + 1,)])
+        self.assertEqual(self.query("SELECT COUNT(*) FROM extra"), [(0,)])
 
     async def test_failed_migration_changes_nothing(self) -> None:
         self.store.close()
         self.patch(store_module, "MIGRATIONS", MIGRATIONS + (("CREATE TABLE extra (x INTEGER)", "NOT SQL"),))
         with self.assertRaises(StoreError):
-            await open_sqlite_store(reactor, self.path)
-        db = sqlite3.connect(self.path)
-        self.addCleanup(db.close)
-        self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(SCHEMA_VERSION,)])
-        self.assertEqual(db.execute("SELECT name FROM sqlite_master WHERE name = 'extra'").fetchall(), [])
-
-    async def test_wal_is_on(self) -> None:
-        db = sqlite3.connect(self.path)
-        self.addCleanup(db.close)
-        self.assertEqual(db.execute("PRAGMA journal_mode").fetchone(), ("wal",))
+            await self.open_unmanaged()
+        self.assertEqual(self.query("SELECT version FROM schema_version"), [(SCHEMA_VERSION,)])
+        self.assertNotIn("extra", self.tables())
 
     async def test_newer_schema_is_refused_clearly(self) -> None:
         self.store.close()
-        db = sqlite3.connect(self.path)
-        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
-        db.commit()
-        db.close()
+        self.query("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
         with self.assertRaises(SchemaTooNewError) as cm:
-            await open_sqlite_store(reactor, self.path)
+            await self.open_unmanaged()
         self.assertIn(f"schema version {SCHEMA_VERSION + 1} is newer", str(cm.exception))
 
-    async def test_missing_directory_is_a_store_error(self) -> None:
-        path = os.path.join(self.mktemp(), "dialgw.sqlite")
-        with self.assertRaises(StoreError) as cm:
-            await open_sqlite_store(reactor, path)
-        self.assertIn("does not exist", str(cm.exception))
-        self.assertFalse(os.path.exists(os.path.dirname(path)))
-
-    async def test_not_a_database_is_a_store_error(self) -> None:
-        path = os.path.join(os.path.dirname(self.path), "junk.sqlite")
-        with open(path, "wb") as f:
-            f.write(b"this is not sqlite" * 100)
-        with self.assertRaises(StoreError) as cm:
-            await open_sqlite_store(reactor, path)
-        self.assertIn(f"cannot open database {path}", str(cm.exception))
+    async def test_data_tables_are_every_table(self) -> None:
+        # The copy between backends copies DATA_TABLES: a new table must be listed.
+        self.assertEqual(self.tables(), {*DATA_TABLES, "schema_version"})
 
 
-class AppTests(StoreTestCase):
+class AppTests(StoreTests):
     async def test_create_app_returns_key_once_and_stores_only_its_hash(self) -> None:
         app, api_key = await self.new_app(caller_ids=("0721234567", "021234567"))
         self.assertRegex(app.app_id, r"^app_[A-Za-z0-9_-]{16}$")
@@ -139,10 +197,7 @@ class AppTests(StoreTestCase):
         self.assertEqual((app.dials_per_sec, app.burst, app.max_concurrent), (None, None, None))
         self.assertEqual(app.created_at, NOW)
         self.store.close()
-        data = b""
-        for name in os.listdir(os.path.dirname(self.path)):
-            with open(os.path.join(os.path.dirname(self.path), name), "rb") as f:
-                data += f.read()
+        data = self.stored_bytes()
         self.assertNotIn(api_key.encode(), data)
         self.assertNotIn(api_key[4:].encode(), data)
         self.assertIn(hash_api_key(api_key).encode(), data)
@@ -241,7 +296,7 @@ def idem(app_id: str, key: str, session_uuid: str, created_at: float = NOW, requ
     )
 
 
-class SessionTests(StoreTestCase):
+class SessionTests(StoreTests):
     async def setUp(self) -> None:
         await super().setUp()
         self.app, _ = await self.new_app()
@@ -250,12 +305,8 @@ class SessionTests(StoreTestCase):
         session = new_session(self.app.app_id)
         self.assertIsNone(await self.store.create_session(session, NOW + 0.5, None))
         # Committed: visible from another connection at once.
-        db = sqlite3.connect(self.path)
-        self.addCleanup(db.close)
-        self.assertEqual(
-            db.execute("SELECT status FROM sessions WHERE session_uuid = ?", (session.session_uuid,)).fetchall(),
-            [("dialing",)],
-        )
+        self.assertEqual(self.query("SELECT status FROM sessions WHERE session_uuid = ?", (session.session_uuid,)),
+                         [("dialing",)])
         self.assertEqual(await self.store.get_session(session.session_uuid), session)
         (event,) = await self.store.session_events(session.session_uuid)
         self.assertRegex(event.event_id, r"^evt_[0-9a-f]{32}$")
@@ -270,13 +321,13 @@ class SessionTests(StoreTestCase):
         await self.store.create_session(session, NOW, None)
         # The same session again violates the primary key: nothing of the
         # second attempt (its idempotency record included) may remain.
-        with self.assertRaises(sqlite3.IntegrityError):
+        with self.assertRaises(self.integrity_error):
             await self.store.create_session(session, NOW, idem(self.app.app_id, "k", session.session_uuid))
         self.assertEqual(len(await self.store.session_events(session.session_uuid)), 1)
         self.assertIsNone(await self.store.find_idempotency(self.app.app_id, "k", NOW))
         # And a session whose app is unknown leaves no event behind.
         orphan = new_session("app_unknown")
-        with self.assertRaises(sqlite3.IntegrityError):
+        with self.assertRaises(self.integrity_error):
             await self.store.create_session(orphan, NOW, None)
         self.assertEqual(await self.store.session_events(orphan.session_uuid), [])
 
@@ -400,6 +451,393 @@ class SessionTests(StoreTestCase):
         self.assertEqual([s.session_uuid for s in await self.store.live_sessions("acW68")], [a.session_uuid])
         self.assertEqual(await self.store.count_live_sessions(self.app.app_id), 2)
         self.assertEqual(await self.store.count_live_sessions("app_unknown"), 0)
+
+
+class OutboxTests(StoreTests):
+    async def setUp(self) -> None:
+        await super().setUp()
+        self.app, _ = await self.new_app()
+
+    async def test_claim_takes_the_first_pending_event_of_each_session(self) -> None:
+        early, late = new_session(self.app.app_id), new_session(self.app.app_id)
+        await self.store.create_session(late, NOW + 2, None)
+        await self.store.create_session(early, NOW + 1, None)
+        await self.store.record_transition(early.session_uuid, "dialing", "ringing", NOW + 3)
+        claimed = await self.store.claim_due_events(NOW + 10, 10, NOW + 300)
+        self.assertEqual([(d.event.session_uuid, d.event.sequence) for d in claimed],
+                         [(early.session_uuid, 1), (late.session_uuid, 1)])
+        delivery = claimed[0]
+        self.assertEqual(
+            (delivery.app_id, delivery.webhook_url, delivery.signing_secrets, delivery.to_number,
+             delivery.from_number, delivery.metadata_json),
+            (self.app.app_id, self.app.webhook_url, (self.app.webhook_secret,), "0527121102", "0721234567",
+             '{"order":17}'),
+        )
+        self.assertEqual(await self.store.claim_due_events(NOW + 299, 10, NOW + 600), [], "leased")
+        again = await self.store.claim_due_events(NOW + 300, 10, NOW + 600)
+        self.assertEqual(sorted(d.event.event_id for d in again), sorted(d.event.event_id for d in claimed),
+                         "due again, with the same ids, when the lease runs out")
+
+    async def test_record_attempts_numbers_them_and_frees_the_next_event(self) -> None:
+        session = new_session(self.app.app_id)
+        await self.store.create_session(session, NOW, None)
+        await self.store.record_transition(session.session_uuid, "dialing", "answered", NOW + 1)
+        (first,) = await self.store.claim_due_events(NOW + 1, 10, NOW + 300)
+        event_id = first.event.event_id
+        await self.store.record_attempts([AttemptResult(event_id, NOW + 2, 503, "HTTP 503", "retry", NOW + 5)])
+        (event, _) = await self.store.session_events(session.session_uuid)
+        self.assertEqual((event.attempts, event.delivery_state, event.last_error, event.next_attempt_at),
+                         (1, "pending", "HTTP 503", NOW + 5))
+        await self.store.record_attempts([
+            AttemptResult(event_id, NOW + 5, 200, None, "delivered", None),
+            AttemptResult("evt_unknown", NOW + 5, 200, None, "delivered", None),
+        ])
+        (event, answered) = await self.store.session_events(session.session_uuid)
+        self.assertEqual((event.attempts, event.delivery_state, event.last_error, event.delivered_at),
+                         (2, "delivered", None, NOW + 5))
+        self.assertEqual(await self.store.webhook_attempts(event_id),
+                         [(1, NOW + 2, 503, "HTTP 503", "retry"), (2, NOW + 5, 200, None, "delivered")])
+        self.assertEqual([d.event.event_id for d in await self.store.claim_due_events(NOW + 5, 10, NOW + 300)],
+                         [answered.event_id])
+        self.assertEqual(await self.store.count_pending_events(), 1)
+
+
+class ConcurrencyTests(StoreTests):
+    """Two stores (two pools, as two gateway nodes) writing at once."""
+
+    async def setUp(self) -> None:
+        await super().setUp()
+        self.app, _ = await self.new_app()
+        self.other = await self.open()
+
+    def node(self, i: int) -> Store:
+        return self.store if i % 2 else self.other
+
+    async def test_one_key_on_two_nodes_creates_one_session(self) -> None:
+        sessions = [new_session(self.app.app_id) for _ in range(20)]
+        results = await gatherResults([
+            self.node(i).create_session(s, NOW, idem(self.app.app_id, "same", s.session_uuid))
+            for i, s in enumerate(sessions)
+        ])
+        self.assertEqual(results.count(None), 1)
+        winner = sessions[results.index(None)]
+        self.assertTrue(all(r.session_uuid == winner.session_uuid for r in results if r is not None))
+        self.assertEqual(await self.store.count_live_sessions(self.app.app_id), 1)
+        self.assertEqual(self.query("SELECT COUNT(*) FROM session_events"), [(1,)])
+
+    async def test_claims_on_two_nodes_are_disjoint(self) -> None:
+        sessions = [new_session(self.app.app_id) for _ in range(40)]
+        for s in sessions:
+            await self.store.create_session(s, NOW, None)
+        claims = await gatherResults([self.node(i).claim_due_events(NOW, 5, NOW + 300) for i in range(12)])
+        claimed = [d.event.event_id for claim in claims for d in claim]
+        self.assertEqual(len(claimed), len(set(claimed)), "an event was claimed twice")
+        self.assertEqual(len(claimed), 40)
+
+    async def test_racing_transitions_keep_sequences_contiguous(self) -> None:
+        session = new_session(self.app.app_id)
+        await self.store.create_session(session, NOW, None)
+        steps = [("dialing", "ringing"), ("ringing", "early_media"), ("early_media", "answered"),
+                 ("answered", "ended"), ("dialing", "answered"), ("ringing", "ended")]
+        calls = [
+            self.node(i).record_transition(session.session_uuid, from_status, to_status, NOW + i, "NORMAL_CLEARING")
+            for i in range(5)
+            for from_status, to_status in steps
+        ]
+        recorded = [e for e in await gatherResults(calls) if e is not None]
+        events = await self.store.session_events(session.session_uuid)
+        self.assertEqual([e.sequence for e in events], list(range(1, len(events) + 1)))
+        self.assertEqual(events[1:], sorted(recorded, key=lambda e: e.sequence))
+        statuses = [e.status for e in events]
+        self.assertEqual(len(statuses), len(set(statuses)), "a status was recorded twice")
+
+
+class SQLiteOnlyTests(StoreTests):
+    async def test_wal_is_on(self) -> None:
+        self.assertEqual(self.query("PRAGMA journal_mode"), [("wal",)])
+
+    async def test_missing_directory_is_a_store_error(self) -> None:
+        path = os.path.join(self.mktemp(), "dialgw.sqlite")
+        with self.assertRaises(StoreError) as cm:
+            await open_sqlite_store(reactor, path)
+        self.assertIn("does not exist", str(cm.exception))
+        self.assertFalse(os.path.exists(os.path.dirname(path)))
+
+    async def test_not_a_database_is_a_store_error(self) -> None:
+        path = os.path.join(os.path.dirname(self.path), "junk.sqlite")
+        with open(path, "wb") as f:
+            f.write(b"this is not sqlite" * 100)
+        with self.assertRaises(StoreError) as cm:
+            await open_sqlite_store(reactor, path)
+        self.assertIn(f"cannot open database {path}", str(cm.exception))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PostgreSQLOnlyTests(StoreTests):
+    """What only PostgreSQL has: a server, several writers, row locks."""
+
+    async def test_unreachable_server_is_a_store_error_without_the_password(self) -> None:
+        dsn = f"host=127.0.0.1 port={_free_port()} dbname=nowhere user=dialgw password=s3cret connect_timeout=5"
+        with self.assertRaises(StoreError) as cm:
+            await open_postgresql_store(reactor, dsn)
+        message = str(cm.exception)
+        self.assertIn(f"cannot open PostgreSQL database nowhere on 127.0.0.1:", message)
+        self.assertNotIn("s3cret", message)
+        self.assertNotIn("\n", message)
+
+    async def test_missing_database_is_a_store_error(self) -> None:
+        from psycopg2.extensions import make_dsn
+
+        with self.assertRaises(StoreError) as cm:
+            await open_postgresql_store(reactor, make_dsn(self.dsn, dbname="dialgw_test_missing"))
+        self.assertIn("dialgw_test_missing", str(cm.exception))
+
+    async def test_nodes_starting_at_once_migrate_once(self) -> None:
+        dsn = pg.create_database(self)
+        stores = await gatherResults([Deferred.fromCoroutine(open_postgresql_store(reactor, dsn))
+                                      for _ in range(4)])
+        for store in stores:
+            self.addCleanup(store.close)
+        self.assertEqual(pg.query(dsn, "SELECT version FROM schema_version"), [(SCHEMA_VERSION,)])
+        app, key = await stores[0].create_app("a", "http://h/a", {"021234567"}, NOW)
+        self.assertEqual(await stores[3].authenticate(app.app_id, key), app)
+
+    # A plain connection holding a transaction open stands for another
+    # node caught mid-write; the store must wait for it or skip its rows.
+
+    def hold(self) -> Any:
+        conn = pg.connect(self.dsn)
+        self.addCleanup(conn.close)
+        return conn
+
+    async def wait_for_lock_wait(self) -> None:
+        for _ in range(1000):
+            (waiting,) = self.query("SELECT COUNT(*) FROM pg_stat_activity "
+                                    "WHERE datname = current_database() AND wait_event_type = 'Lock'")
+            if waiting[0]:
+                return
+            await deferLater(reactor, 0.01)
+        self.fail("nothing waited for a lock")
+
+    def insert_session_and_key(self, conn: Any, session: Session, key: str) -> IdempotencyRecord:
+        record = idem(session.app_id, key, session.session_uuid)
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO sessions (session_uuid, app_id, node_id, fs_node, channel_uuid, to_number, "
+                "from_number, timeout_sec, max_duration_sec, metadata_json, status, started_at) "
+                "VALUES (%s, %s, 'acW68', 'fs1', %s, '0527121102', '0721234567', 30, 3600, '{}', 'dialing', %s)",
+                (session.session_uuid, session.app_id, session.channel_uuid, NOW),
+            )
+            cursor.execute(
+                "INSERT INTO idempotency_keys (app_id, idempotency_key, request_hash, session_uuid, "
+                "response_status, response_body, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (record.app_id, record.key, record.request_hash, record.session_uuid, record.response_status,
+                 record.response_body, record.created_at),
+            )
+        return record
+
+    async def test_a_request_racing_a_key_replays_the_winner_once_it_commits(self) -> None:
+        app, _ = await self.new_app()
+        holder = self.hold()
+        winner = self.insert_session_and_key(holder, new_session(app.app_id), "k")
+        loser = new_session(app.app_id)
+        d = self.store.create_session(loser, NOW, idem(app.app_id, "k", loser.session_uuid))
+        await self.wait_for_lock_wait()
+        holder.commit()
+        self.assertEqual(await d, winner)
+        self.assertIsNone(await self.store.get_session(loser.session_uuid))
+
+    async def test_a_key_committed_between_our_read_and_write_is_replayed_not_replaced(self) -> None:
+        app, _ = await self.new_app()
+        # An expired record of the key, which the next dial may replace.
+        old = new_session(app.app_id, started_at=NOW - DAY)
+        await self.store.create_session(old, NOW - DAY, idem(app.app_id, "k", old.session_uuid, NOW - DAY))
+        holder = self.hold()
+        with holder.cursor() as cursor:
+            cursor.execute("DELETE FROM idempotency_keys WHERE session_uuid = %s", (old.session_uuid,))
+        winner = self.insert_session_and_key(holder, new_session(app.app_id), "k")
+        read = self.store._live_idempotency
+
+        def read_then_let_the_other_commit(*args: Any) -> Any:
+            found = read(*args)
+            holder.commit()  # the other node commits right after our read
+            return found
+
+        self.patch(self.store, "_live_idempotency", read_then_let_the_other_commit)
+        loser = new_session(app.app_id)
+        self.assertEqual(await self.store.create_session(loser, NOW, idem(app.app_id, "k", loser.session_uuid)),
+                         winner)
+        self.assertIsNone(await self.store.get_session(loser.session_uuid))
+
+    async def test_a_request_racing_a_key_stores_its_own_if_the_other_rolls_back(self) -> None:
+        app, _ = await self.new_app()
+        holder = self.hold()
+        other = self.insert_session_and_key(holder, new_session(app.app_id), "k")
+        mine = new_session(app.app_id)
+        record = idem(app.app_id, "k", mine.session_uuid)
+        d = self.store.create_session(mine, NOW, record)
+        await self.wait_for_lock_wait()
+        holder.rollback()
+        self.assertIsNone(await d)
+        self.assertEqual(await self.store.find_idempotency(app.app_id, "k", NOW), record)
+        self.assertIsNone(await self.store.get_session(other.session_uuid))
+
+    async def test_a_transition_waiting_on_another_node_loses_to_it(self) -> None:
+        app, _ = await self.new_app()
+        session = new_session(app.app_id)
+        await self.store.create_session(session, NOW, None)
+        holder = self.hold()
+        with holder.cursor() as cursor:
+            cursor.execute("UPDATE sessions SET status = 'answered' WHERE session_uuid = %s",
+                           (session.session_uuid,))
+        d = self.store.record_transition(session.session_uuid, "dialing", "answered", NOW + 1)
+        await self.wait_for_lock_wait()
+        holder.commit()
+        self.assertIsNone(await d)
+        self.assertEqual(len(await self.store.session_events(session.session_uuid)), 1)
+
+    async def test_claim_skips_events_another_node_holds(self) -> None:
+        app, _ = await self.new_app()
+        held, free = new_session(app.app_id), new_session(app.app_id)
+        await self.store.create_session(held, NOW, None)
+        await self.store.create_session(free, NOW + 1, None)
+        holder = self.hold()
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM session_events WHERE session_uuid = %s FOR UPDATE",
+                           (held.session_uuid,))
+        claimed = await self.store.claim_due_events(NOW + 1, 10, NOW + 300)
+        self.assertEqual([d.event.session_uuid for d in claimed], [free.session_uuid])
+        holder.rollback()
+        claimed = await self.store.claim_due_events(NOW + 1, 10, NOW + 300)
+        self.assertEqual([d.event.session_uuid for d in claimed], [held.session_uuid])
+
+
+def _rows(query: Any, table: str) -> list[tuple[Any, ...]]:
+    return sorted(query(f"SELECT * FROM {table}"), key=repr)
+
+
+class CopyTests(StoreTests):
+    """`Store.copy_from_sqlite` into this (PostgreSQL) store."""
+
+    async def sqlite_source(self) -> tuple[str, Store]:
+        directory = self.mktemp()
+        os.mkdir(directory)
+        path = os.path.join(directory, "dialgw.sqlite")
+        source = await open_sqlite_store(reactor, path)
+        self.addCleanup(source.close)
+        return path, source
+
+    async def fill(self, store: Store) -> None:
+        app, _ = await store.create_app("shop", "https://example.com/hook", {"0721234567", "021234567"}, NOW)
+        await store.rotate_webhook_secret(app.app_id, NOW + 1)
+        await store.update_app(app.app_id, dials_per_sec=2.5, burst=4)
+        await store.create_app("other", "http://h/x", {"031234567"}, NOW + 2)
+        for i in range(3):
+            session = new_session(app.app_id, started_at=NOW + i)
+            key = idem(app.app_id, f"k{i}", session.session_uuid) if i else None
+            await store.create_session(session, NOW + i, key)
+            await store.record_transition(session.session_uuid, "dialing", "answered", NOW + i + 0.25)
+            if i == 2:
+                await store.record_transition(session.session_uuid, "answered", "ended", NOW + 70, "NORMAL_CLEARING")
+        for delivery in await store.claim_due_events(NOW + 100, 10, NOW + 400):
+            await store.record_attempts([AttemptResult(delivery.event.event_id, NOW + 101, 200, None,
+                                                       "delivered", None)])
+
+    async def test_copy_reproduces_every_row(self) -> None:
+        path, source = await self.sqlite_source()
+        await self.fill(source)
+        expected = await source.count_rows()
+        source.close()
+        copied = await self.store.copy_from_sqlite(path, batch=2)
+        self.assertEqual(copied, expected)
+        self.assertEqual(copied, {"apps": 2, "app_caller_ids": 3, "sessions": 3, "session_events": 7,
+                                  "webhook_attempts": 3, "idempotency_keys": 2})
+
+        def sqlite_query(sql: str) -> list[tuple[Any, ...]]:
+            with sqlite3.connect(path) as db:
+                return db.execute(sql).fetchall()
+
+        for table in DATA_TABLES:
+            self.assertEqual(_rows(self.query, table), _rows(sqlite_query, table), table)
+        # And the copy is a working store: the next event follows on.
+        (app,) = [a for a in await self.store.list_apps() if a.name == "shop"]
+        live = await self.store.live_sessions("acW68")
+        event = await self.store.record_transition(live[0].session_uuid, "answered", "ended", NOW + 200, "X")
+        self.assertEqual(event.sequence, 3)
+        self.assertEqual(app.dials_per_sec, 2.5)
+
+    async def test_copy_refuses_a_target_holding_data(self) -> None:
+        path, source = await self.sqlite_source()
+        await self.fill(source)
+        await self.new_app("already here")
+        with self.assertRaises(StoreNotEmptyError) as cm:
+            await self.store.copy_from_sqlite(path)
+        self.assertIn("apps: 1", str(cm.exception))
+        self.assertEqual((await self.store.count_rows())["sessions"], 0)
+
+    async def test_a_failed_copy_writes_nothing(self) -> None:
+        path, source = await self.sqlite_source()
+        await self.fill(source)
+        source.close()
+        # A row whose parent is gone (possible in a file written without
+        # foreign keys on) makes PostgreSQL refuse the copy half-way.
+        with sqlite3.connect(path) as db:
+            db.execute("INSERT INTO webhook_attempts VALUES ('evt_gone', 1, 0, NULL, NULL, 'failed')")
+        with self.assertRaises(self.integrity_error):
+            await self.store.copy_from_sqlite(path)
+        self.assertEqual(set((await self.store.count_rows()).values()), {0})
+
+
+# --- every mixin on each backend it applies to
+
+
+class SQLiteOpenTests(OpenTests, SQLiteOnlyTests, SQLiteBackend):
+    pass
+
+
+class SQLiteAppTests(AppTests, SQLiteBackend):
+    pass
+
+
+class SQLiteSessionTests(SessionTests, SQLiteBackend):
+    pass
+
+
+class SQLiteOutboxTests(OutboxTests, SQLiteBackend):
+    pass
+
+
+class SQLiteConcurrencyTests(ConcurrencyTests, SQLiteBackend):
+    pass
+
+
+class PostgreSQLOpenTests(OpenTests, PostgreSQLOnlyTests, PostgreSQLBackend):
+    pass
+
+
+class PostgreSQLAppTests(AppTests, PostgreSQLBackend):
+    pass
+
+
+class PostgreSQLSessionTests(SessionTests, PostgreSQLBackend):
+    pass
+
+
+class PostgreSQLOutboxTests(OutboxTests, PostgreSQLBackend):
+    pass
+
+
+class PostgreSQLConcurrencyTests(ConcurrencyTests, PostgreSQLBackend):
+    pass
+
+
+class PostgreSQLCopyTests(CopyTests, PostgreSQLBackend):
+    pass
 
 
 class TimeFormatTests(SynchronousTestCase):

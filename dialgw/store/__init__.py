@@ -1,7 +1,8 @@
-"""The SQLite store (later also PostgreSQL) behind one adbapi layer.
+"""The store on SQLite (one node) or PostgreSQL (several) behind one adbapi layer.
 
-Open it with `open_sqlite_store` (or `open_store` from ``[database]``
-settings); every `Store` method returns a Deferred.
+Open it with `open_store` from ``[database]`` settings (or
+`open_sqlite_store` / `open_postgresql_store`); every `Store` method
+returns a Deferred.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from dialgw.store.store import (
     SchemaTooNewError,
     Store,
     StoreError,
+    StoreNotEmptyError,
     hash_api_key,
+    open_postgresql_store,
     open_sqlite_store,
     open_store,
 )
@@ -44,8 +47,10 @@ __all__ = [
     "SessionEvent",
     "Store",
     "StoreError",
+    "StoreNotEmptyError",
     "UNSET",
     "hash_api_key",
+    "open_postgresql_store",
     "open_sqlite_store",
     "open_store",
 ]

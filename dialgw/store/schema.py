@@ -98,3 +98,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+#: Every table holding data, parents before children: the order to copy
+#: them in (`Store.copy_from_sqlite`). A migration adding a table adds it here.
+DATA_TABLES = (
+    "apps",
+    "app_caller_ids",
+    "sessions",
+    "session_events",
+    "webhook_attempts",
+    "idempotency_keys",
+)

@@ -2,7 +2,9 @@
 
 Every public method returns a Deferred (callers ``await`` it). Each runs as
 one database transaction in adbapi's thread; the Deferred fires after the
-commit.
+commit. The code is the same on SQLite (one writer at a time) and on
+PostgreSQL (several gateway nodes writing at once); what differs is in
+`dialgw.store.dialect`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import hashlib
 import hmac
 import os
 import secrets
+import sqlite3
 import uuid
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from twisted.enterprise import adbapi
@@ -21,7 +25,14 @@ from twisted.internet.interfaces import IReactorCore, IReactorThreads
 from twisted.logger import Logger
 
 from dialgw.config import DatabaseSettings
-from dialgw.store.dialect import SQLITE, Dialect, sqlite_pool_args
+from dialgw.store.dialect import (
+    SQLITE,
+    Dialect,
+    describe_dsn,
+    postgresql,
+    postgresql_pool_args,
+    sqlite_pool_args,
+)
 from dialgw.store.records import (
     EVENT_FOR_STATUS,
     IDEMPOTENCY_TTL_SEC,
@@ -34,7 +45,7 @@ from dialgw.store.records import (
     Session,
     SessionEvent,
 )
-from dialgw.store.schema import MIGRATIONS
+from dialgw.store.schema import DATA_TABLES, MIGRATIONS
 
 log = Logger()
 
@@ -48,6 +59,10 @@ class StoreError(Exception):
 
 class SchemaTooNewError(StoreError):
     """The database was migrated by a newer dialgw than this one."""
+
+
+class StoreNotEmptyError(StoreError):
+    """A copy was asked into a database that already holds dialgw data."""
 
 
 class _Unset:
@@ -166,6 +181,10 @@ class _Outbox:
         session's webhooks go out in order. A claimed event's next attempt
         moves to ``lease_until``: if the gateway dies before recording the
         attempt, the event comes due again then, with the same id.
+
+        Several gateway nodes may claim at once (PostgreSQL): each event
+        row is locked while claimed and rows another node holds are
+        skipped, so no two claims share an event.
         """
 
         def claim(txn: Txn) -> list[Delivery]:
@@ -177,7 +196,7 @@ class _Outbox:
                 "WHERE e.delivery_state = 'pending' AND e.next_attempt_at <= ? "
                 "AND NOT EXISTS (SELECT 1 FROM session_events p WHERE p.session_uuid = e.session_uuid "
                 "AND p.sequence < e.sequence AND p.delivery_state = 'pending') "
-                "ORDER BY e.next_attempt_at LIMIT ?",
+                "ORDER BY e.next_attempt_at LIMIT ?" + self._dialect.skip_locked("e"),
                 (now, limit),
             )
             deliveries = []
@@ -203,26 +222,29 @@ class _Outbox:
         """Record the results of several attempts in one transaction."""
 
         def record(txn: Txn) -> None:
-            for result in results:
+            # Update first: the row lock it takes makes the attempt number
+            # ours even if another node records on the same event, and a
+            # fixed order (by event id) keeps two batches from deadlocking.
+            for result in sorted(results, key=lambda r: r.event_id):
+                self._execute(
+                    txn,
+                    "UPDATE session_events SET attempts = attempts + 1, delivery_state = ?, last_error = ?, "
+                    "next_attempt_at = ?, delivered_at = ? WHERE event_id = ?",
+                    (_DELIVERY_STATE[result.outcome], result.error, result.next_attempt_at,
+                     result.attempted_at if result.outcome == "delivered" else None, result.event_id),
+                )
+                if txn.rowcount != 1:
+                    continue  # the app (and its sessions) was deleted meanwhile
                 row = self._one(
                     txn, "SELECT attempts FROM session_events WHERE event_id = ?", (result.event_id,)
                 )
-                if row is None:
-                    continue  # the app (and its sessions) was deleted meanwhile
-                attempt = row[0] + 1
+                assert row is not None
                 self._execute(
                     txn,
                     "INSERT INTO webhook_attempts (event_id, attempt, attempted_at, status_code, error, outcome) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    (result.event_id, attempt, result.attempted_at, result.status_code, result.error,
+                    (result.event_id, row[0], result.attempted_at, result.status_code, result.error,
                      result.outcome),
-                )
-                self._execute(
-                    txn,
-                    "UPDATE session_events SET attempts = ?, delivery_state = ?, last_error = ?, "
-                    "next_attempt_at = ?, delivered_at = ? WHERE event_id = ?",
-                    (attempt, _DELIVERY_STATE[result.outcome], result.error, result.next_attempt_at,
-                     result.attempted_at if result.outcome == "delivered" else None, result.event_id),
                 )
 
         return self._run(True, record)
@@ -290,6 +312,10 @@ class Store(_Outbox):
         return self._run(True, self._migrate)
 
     def _migrate(self, txn: Txn) -> int:
+        if self._dialect.migration_lock is not None:
+            # Held until this transaction ends: a node starting at the same
+            # time waits here, then finds the schema up to date.
+            self._execute(txn, self._dialect.migration_lock)
         self._execute(txn, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = self._one(txn, "SELECT version FROM schema_version")
         if row is None:
@@ -308,6 +334,63 @@ class Store(_Outbox):
             self._execute(txn, "UPDATE schema_version SET version = ?", (number,))
             log.info("database schema migrated to version {version}", version=number)
         return len(MIGRATIONS)
+
+    def count_rows(self) -> Deferred[dict[str, int]]:
+        """How many rows each data table holds (`DATA_TABLES`, in that order)."""
+        return self._run(False, self._count_rows)
+
+    def _count_rows(self, txn: Txn) -> dict[str, int]:
+        counts = {}
+        for table in DATA_TABLES:
+            row = self._one(txn, f"SELECT COUNT(*) FROM {table}")
+            counts[table] = int(row[0]) if row else 0
+        return counts
+
+    def copy_from_sqlite(self, path: str, batch: int = 500) -> Deferred[dict[str, int]]:
+        """Copy every row of the SQLite database at ``path`` into this store.
+
+        One transaction: all rows or none. The source must already be at
+        this code's schema version (open it with `open_sqlite_store`
+        first); it is only read. This store must hold no dialgw data, else
+        `StoreNotEmptyError` and nothing is written. Fires with the rows
+        copied per table.
+        """
+        source_uri = Path(path).absolute().as_uri() + "?mode=ro"
+
+        def copy(txn: Txn) -> dict[str, int]:
+            if self._dialect.migration_lock is not None:
+                # A second copy into the same database waits, then is refused.
+                self._execute(txn, self._dialect.migration_lock)
+            present = {table: n for table, n in self._count_rows(txn).items() if n}
+            if present:
+                held = ", ".join(f"{table}: {n}" for table, n in present.items())
+                raise StoreNotEmptyError(f"the target already holds dialgw data ({held}); "
+                                         "copy only into an empty database")
+            source = sqlite3.connect(source_uri, uri=True)
+            try:
+                source.execute("BEGIN")  # one snapshot of every table
+                copied = {table: self._copy_table(txn, source, table, batch) for table in DATA_TABLES}
+            finally:
+                source.close()
+            if self._count_rows(txn) != copied:
+                raise StoreError("the copy does not match the source's row counts")
+            return copied
+
+        return self._run(True, copy)
+
+    def _copy_table(self, txn: Txn, source: sqlite3.Connection, table: str, batch: int) -> int:
+        cursor = source.execute(f"SELECT * FROM {table}")
+        columns = [d[0] for d in cursor.description]
+        row_marks = "(" + ", ".join("?" * len(columns)) + ")"
+        copied = 0
+        while rows := cursor.fetchmany(batch):
+            self._execute(
+                txn,
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row_marks] * len(rows))}",
+                tuple(value for row in rows for value in row),
+            )
+            copied += len(rows)
+        return copied
 
     def close(self) -> None:
         """Close the connection and stop the database thread (idempotent)."""
@@ -516,7 +599,8 @@ class Store(_Outbox):
         Otherwise the session row (status ``dialing``), its event 1
         (``session.dialing``, delivery pending) and the idempotency record
         (replacing an expired one) are committed together and it fires with
-        None.
+        None. Requests racing with one key (on several nodes) store one
+        session: the others replay it.
         """
 
         def create(txn: Txn) -> IdempotencyRecord | None:
@@ -525,10 +609,12 @@ class Store(_Outbox):
                                                   idempotency.created_at)
                 if existing is not None:
                     return existing
+                # Only an expired record: one stored by a racing request
+                # since the read above must stay and win.
                 self._execute(
                     txn,
-                    "DELETE FROM idempotency_keys WHERE app_id = ? AND idempotency_key = ?",
-                    (idempotency.app_id, idempotency.key),
+                    "DELETE FROM idempotency_keys WHERE app_id = ? AND idempotency_key = ? AND created_at <= ?",
+                    (idempotency.app_id, idempotency.key, idempotency.created_at - IDEMPOTENCY_TTL_SEC),
                 )
             self._execute(
                 txn,
@@ -549,19 +635,21 @@ class Store(_Outbox):
                 )
                 if txn.rowcount != 1:
                     # Only possible where writers are not serialised
-                    # (PostgreSQL): roll this one back, replay the winner.
+                    # (PostgreSQL): the insert waited for the winner's
+                    # commit. Roll this one back (a unique violation would
+                    # have aborted the transaction anyway, hence DO NOTHING
+                    # and the row count) and start again.
                     raise _IdempotencyRace()
             return None
 
-        d = self._run(True, create)
-
-        def race(failure: Any) -> Any:
+        def race(failure: Any, retries: int) -> Any:
             failure.trap(_IdempotencyRace)
-            assert idempotency is not None
-            return self.find_idempotency(idempotency.app_id, idempotency.key, idempotency.created_at)
+            if retries == 0:
+                return failure
+            # A fresh transaction sees the winner's record and replays it.
+            return self._run(True, create).addErrback(race, retries - 1)
 
-        d.addErrback(race)
-        return d
+        return self._run(True, create).addErrback(race, 3)
 
     def get_session(self, session_uuid: str) -> Deferred[Session | None]:
         """The session, or None."""
@@ -697,8 +785,44 @@ async def open_sqlite_store(reactor: IReactorCore | IReactorThreads | Any, path:
     return store
 
 
+#: Connections (and database threads) per gateway node on PostgreSQL.
+POSTGRESQL_POOL_SIZE = 5
+
+
+async def open_postgresql_store(reactor: IReactorCore | IReactorThreads | Any, dsn: str,
+                                pool_size: int = POSTGRESQL_POOL_SIZE) -> Store:
+    """Connect to the PostgreSQL database ``dsn`` (a libpq connection string) and migrate it.
+
+    Several gateway nodes may open one database at once: they migrate one
+    after the other. No psycopg2, an unreachable server or a refused login
+    is a `StoreError` (naming the database, never the password), as is a
+    schema newer than this code (`SchemaTooNewError`).
+    """
+    where = describe_dsn(dsn)
+    try:
+        dialect = postgresql()
+    except ImportError as e:
+        raise StoreError(f"cannot open {where}: psycopg2 is not installed ({e})") from e
+    args, kwargs = postgresql_pool_args(dsn, pool_size)
+    pool = adbapi.ConnectionPool(dialect.dbapi_name, *args, cp_reactor=reactor, **kwargs)
+    store = Store(pool, dialect)
+    try:
+        await store.migrate()
+    except SchemaTooNewError:
+        store.close()
+        raise
+    except Exception as e:
+        store.close()
+        raise StoreError(f"cannot open {where}: {' '.join(str(e).split())}") from e
+    return store
+
+
 async def open_store(reactor: Any, database: DatabaseSettings) -> Store:
-    """Open the store the ``[database]`` section names."""
+    """Open the store the ``[database]`` section names: ``sqlite`` (``path``) or ``postgresql`` (``dsn``)."""
     if database.backend == "sqlite":
         return await open_sqlite_store(reactor, database.path)
-    raise StoreError(f"database backend {database.backend!r} is not supported yet")
+    if database.backend == "postgresql":
+        if not database.dsn:
+            raise StoreError("[database] dsn is required with backend = postgresql")
+        return await open_postgresql_store(reactor, database.dsn)
+    raise StoreError(f"unknown database backend {database.backend!r}")
