@@ -16,6 +16,8 @@ setup(
         "treq>=24.9",
         "attrs>=23.1",
         "prometheus-client>=0.20",
+        # [database] backend = postgresql (several gateway nodes).
+        "psycopg2-binary>=2.9",
         "txredisapi>=1.6",
     ],
     extras_require={

@@ -27,7 +27,7 @@ from dialgw.esl.client import NodeConnection
 from dialgw.limits import Limiter, make_limiter
 from dialgw.ops import GatewayCollector, Metrics, RequestLog, Root, ops_resources
 from dialgw.pool import NodePool, PoolNode
-from dialgw.store import open_sqlite_store
+from dialgw.store import open_store
 from dialgw.webhooks.sender import WebhookSender
 
 log = Logger()
@@ -100,7 +100,7 @@ class GatewayService(MultiService):
         settings, reactor = self.settings, self.reactor
         if settings.simulator is not None:
             await self._start_simulator()
-        self.store = await open_sqlite_store(reactor, settings.database.path)
+        self.store = await open_store(reactor, settings.database)
         nodes = []
         for fs in settings.freeswitch:
             connection = NodeConnection(
