@@ -4,6 +4,9 @@ Every command prints one JSON value on stdout. A mistake prints one line,
 ``dialgw-admin: error: ...``, on stderr and exits 2 (usage or config) or 1
 (not found, or the command failed). Only ``app create``, the rotations and
 ``demo-app`` ever print a secret.
+
+``migrate-to-postgresql --dsn DSN`` copies the SQLite database into an
+empty PostgreSQL database, for a gateway moving to several nodes.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from typing import Any, NoReturn, Sequence, TextIO
 from urllib.parse import urlsplit
@@ -19,7 +23,17 @@ from twisted.internet.defer import Deferred
 
 from dialgw.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_config
 from dialgw.numbers import is_valid_number
-from dialgw.store import UNSET, App, Store, StoreError, open_store
+from dialgw.store import (
+    UNSET,
+    App,
+    Store,
+    StoreError,
+    StoreNotEmptyError,
+    open_postgresql_store,
+    open_sqlite_store,
+    open_store,
+)
+from dialgw.store.dialect import describe_dsn
 from dialgw.timefmt import rfc3339
 
 PROG = "dialgw-admin"
@@ -95,6 +109,13 @@ def _limit_int(text: str) -> int | None:
     return int(text)
 
 
+def _dsn(text: str) -> str:
+    if not text.strip() or not text.isprintable():
+        raise argparse.ArgumentTypeError("a PostgreSQL connection string, e.g. 'host=127.0.0.1 dbname=dialgw "
+                                         "user=dialgw'")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``dialgw-admin`` command line."""
     parser = _Parser(prog=PROG, description="Manage dialgw apps and check the configuration.")
@@ -103,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("check-config", help="validate the config file")
     commands.add_parser("demo-app", help="development: create the demo app, or rotate its key")
+    migrate = commands.add_parser(
+        "migrate-to-postgresql",
+        help="copy the SQLite database ([database] path) into an empty PostgreSQL database")
+    migrate.add_argument("--dsn", required=True, type=_dsn, metavar="DSN",
+                         help="libpq connection string of the target, e.g. 'host=127.0.0.1 dbname=dialgw "
+                              "user=dialgw'")
 
     app = commands.add_parser("app", help="manage apps").add_subparsers(
         dest="app_command", required=True, metavar="APP_COMMAND")
@@ -263,9 +290,47 @@ def _print_error(error: AdminError, err: TextIO) -> int:
     return error.code
 
 
+async def migrate_to_postgresql(reactor: Any, sqlite_path: str, dsn: str) -> dict[str, Any]:
+    """Copy the SQLite database at ``sqlite_path`` into the empty PostgreSQL database ``dsn``.
+
+    The target gets the schema, then every row in one transaction (all or
+    nothing); a target already holding dialgw data is refused. The source
+    is only read (after bringing its schema up to date, as the daemon
+    would). Returns what to print: the rows copied per table.
+    """
+    if not os.path.isfile(sqlite_path):
+        raise AdminError(f"no SQLite database at {sqlite_path} (the [database] path of the config)")
+    try:
+        source = await open_sqlite_store(reactor, sqlite_path)
+    except StoreError as e:
+        raise AdminError(str(e)) from None
+    source.close()
+    try:
+        target = await open_postgresql_store(reactor, dsn)
+    except StoreError as e:
+        raise AdminError(str(e)) from None
+    where = describe_dsn(dsn)
+    try:
+        copied = await target.copy_from_sqlite(sqlite_path)
+    except StoreNotEmptyError as e:
+        raise AdminError(f"refusing to copy into {where}: {e}") from None
+    except Exception as e:
+        raise AdminError(f"copy into {where} failed, no rows were copied: {e}") from None
+    finally:
+        target.close()
+    return {"source": os.path.abspath(sqlite_path), "target": where, "copied": copied}
+
+
 async def run_store_command(reactor: Any, args: argparse.Namespace, settings: Settings,
                             stdout: TextIO, stderr: TextIO) -> int:
     """Open the store, run the command, print its result; the exit code."""
+    if args.command == "migrate-to-postgresql":
+        try:
+            result = await migrate_to_postgresql(reactor, settings.database.path, args.dsn)
+        except AdminError as e:
+            return _print_error(e, stderr)
+        _print(result, stdout)
+        return 0
     try:
         store = await open_store(reactor, settings.database)
     except StoreError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -20,6 +21,8 @@ from twisted.trial.unittest import TestCase
 
 from dialgw.admin import main, run
 from dialgw.store import Session, open_sqlite_store
+from dialgw.store.schema import DATA_TABLES
+from tests import pg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -264,3 +267,95 @@ class AdminTests(TestCase):
         self.assertEqual(missing.stderr, "dialgw-admin: error: no app with id app_unknown\n")
         shown = await self.ok("app", "show", app_id)
         self.assertEqual(shown["name"], "cli")
+
+
+class MigrateToPostgreSQLTests(TestCase):
+    """``migrate-to-postgresql``: the SQLite file into a fresh PostgreSQL database."""
+
+    def setUp(self) -> None:
+        self.dsn = pg.create_database(self)
+        self.directory = os.path.abspath(self.mktemp())
+        os.mkdir(self.directory)
+        self.db_path = os.path.join(self.directory, "dialgw.sqlite")
+        self.config = os.path.join(self.directory, "dialgw.conf")
+        with open(self.config, "w") as f:
+            f.write(CONFIG.format(path=self.db_path))
+
+    async def admin(self, *argv: str, config: str | None = None) -> tuple[int, object, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = await run(reactor, ["--config", config or self.config, *argv], out, err)
+        return code, (json.loads(out.getvalue()) if out.getvalue() else None), err.getvalue()
+
+    async def ok(self, *argv: str, config: str | None = None) -> object:
+        code, out, err = await self.admin(*argv, config=config)
+        self.assertEqual((code, err), (0, ""), argv)
+        return out
+
+    async def fails(self, *argv: str) -> str:
+        code, out, err = await self.admin(*argv)
+        self.assertEqual((code, out), (1, None), err)
+        self.assertTrue(err.startswith("dialgw-admin: error: ") and err.count("\n") == 1, err)
+        return err
+
+    async def fill(self) -> dict:
+        created = await self.ok("app", "create", "--name", "shop", "--webhook-url", "https://example.com/h",
+                                "--caller-id", "0721234567", "--caller-id", "021234567")
+        await self.ok("app", "update", created["app_id"], "--burst", "4")
+        await self.ok("app", "rotate-webhook-secret", created["app_id"])
+        store = await open_sqlite_store(reactor, self.db_path)
+        try:
+            channel = str(uuid.uuid4())
+            await store.create_session(
+                Session(session_uuid=f"acW68-{channel}", app_id=created["app_id"], node_id="acW68", fs_node="fs1",
+                        channel_uuid=channel, job_uuid=None, to_number="0527121102", from_number="0721234567",
+                        timeout_sec=30, max_duration_sec=3600, metadata_json='{"a": "\u05d0"}', started_at=1.5),
+                1.5, None)
+            await store.record_transition(f"acW68-{channel}", "dialing", "answered", 2.25)
+        finally:
+            store.close()
+        return created
+
+    def sqlite_rows(self, table: str) -> list:
+        db = sqlite3.connect(self.db_path)
+        try:
+            return sorted(db.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+        finally:
+            db.close()
+
+    async def test_copies_every_table_then_the_gateway_runs_on_postgresql(self) -> None:
+        created = await self.fill()
+        result = await self.ok("migrate-to-postgresql", "--dsn", self.dsn)
+        self.assertEqual(result["source"], self.db_path)
+        self.assertRegex(result["target"], r"^PostgreSQL database dialgw_test_[0-9a-f]+ on 127\.0\.0\.1")
+        self.assertEqual(result["copied"], {"apps": 1, "app_caller_ids": 2, "sessions": 1, "session_events": 2,
+                                            "webhook_attempts": 0, "idempotency_keys": 0})
+        for table in DATA_TABLES:
+            self.assertEqual(sorted(pg.query(self.dsn, f"SELECT * FROM {table}"), key=repr),
+                             self.sqlite_rows(table), table)
+        # The user then switches [database] to postgresql: same apps, same key.
+        pg_config = os.path.join(self.directory, "pg.conf")
+        with open(pg_config, "w") as f:
+            f.write(CONFIG.format(path=self.db_path).replace(
+                "[database]\n", f"[database]\nbackend = postgresql\ndsn = {self.dsn}\n"))
+        self.assertEqual(await self.ok("app", "list", config=pg_config), await self.ok("app", "list"))
+        shown = await self.ok("app", "show", created["app_id"], config=pg_config)
+        self.assertEqual((shown["burst"], shown["live_sessions"]), (4, 1))
+
+    async def test_a_target_holding_data_is_refused(self) -> None:
+        await self.fill()
+        await self.ok("migrate-to-postgresql", "--dsn", self.dsn)
+        err = await self.fails("migrate-to-postgresql", "--dsn", self.dsn)
+        self.assertIn("already holds dialgw data (apps: 1, app_caller_ids: 2, sessions: 1", err)
+        self.assertEqual(pg.query(self.dsn, "SELECT COUNT(*) FROM apps"), [(1,)])
+
+    async def test_no_sqlite_file_is_an_error_and_creates_none(self) -> None:
+        err = await self.fails("migrate-to-postgresql", "--dsn", self.dsn)
+        self.assertIn(f"no SQLite database at {self.db_path}", err)
+        self.assertFalse(os.path.exists(self.db_path))
+
+    async def test_unreachable_target_is_one_line(self) -> None:
+        await self.fill()
+        err = await self.fails("migrate-to-postgresql", "--dsn",
+                               "host=127.0.0.1 port=1 dbname=dialgw user=dialgw password=pw connect_timeout=5")
+        self.assertIn("cannot open PostgreSQL database dialgw on 127.0.0.1:1", err)
+        self.assertNotIn("password", err)
