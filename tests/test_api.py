@@ -454,6 +454,35 @@ class RateLimitTests(APITestCase):
         self.assertEqual((await self.post({"to": "1"})).status, 400)
 
 
+class RedisAPITests(APITestCase):
+    async def test_redis_killed_mid_test_dials_are_still_answered(self) -> None:
+        from dialgw.limits import RedisLimiter
+        from tests.redis_server import RedisServer
+
+        redis = RedisServer(self)
+        redis.start()
+        limiter = RedisLimiter(redis.url, self.clock, MemoryLimiter(self.clock), probe_interval=3.0)
+        self.addCleanup(limiter.close)
+        api = DialAPI(
+            store=self.store, tracker=self.tracker, pool=self.pool, node_id="acW68", clock=self.clock,
+            limiter=limiter, ratelimit=self.ratelimit,
+        )
+        self.http = HTTPClient(self, await listen_http(self, api.resource()))
+        await self.store.update_app(self.app.app_id, dials_per_sec=0.01, burst=2)
+        self.assertEqual([(await self.post()).status for _ in range(3)], [202, 202, 429])
+        redis.kill()
+        # The local limiter stands in (a full bucket of its own): never a 500.
+        self.assertEqual([(await self.post()).status for _ in range(3)], [202, 202, 429])
+        self.assertTrue(limiter.degraded)
+        redis.start()
+        self.clock.advance(3)
+        # Redis is back (empty: it keeps nothing on disk), and decides again.
+        self.assertEqual([(await self.post()).status for _ in range(3)], [202, 202, 429])
+        self.assertFalse(limiter.degraded)
+        self.assertEqual(redis.command("EXISTS", f"dialgw:ratelimit:{{{self.app.app_id}}}:bucket"), "1")
+        self.assertEqual(len(self.tracker.originated), 6)
+
+
 class CooldownAPITests(APITestCase):
     ratelimit = RateLimitSettings(dials_per_sec=1.0, burst=1, cooldown_after=2, cooldown_window_sec=10,
                                   cooldown_sec=30)
