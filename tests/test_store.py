@@ -590,6 +590,12 @@ class PostgreSQLOnlyTests(StoreTests):
         self.assertNotIn("s3cret", message)
         self.assertNotIn("\n", message)
 
+    async def test_a_malformed_dsn_is_refused_without_quoting_it(self) -> None:
+        with self.assertRaises(StoreError) as cm:
+            await open_postgresql_store(reactor, "host=127.0.0.1 password=two words")
+        self.assertIn("not a libpq connection string", str(cm.exception))
+        self.assertNotIn("words", str(cm.exception))
+
     async def test_missing_database_is_a_store_error(self) -> None:
         from psycopg2.extensions import make_dsn
 

@@ -138,6 +138,17 @@ def postgresql_pool_args(dsn: str, pool_size: int) -> tuple[tuple[Any, ...], dic
     }
 
 
+def valid_dsn(dsn: str) -> bool:
+    """Whether libpq can parse ``dsn`` (its own error could quote a password)."""
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        parse_dsn(dsn)
+    except Exception:
+        return False
+    return True
+
+
 def describe_dsn(dsn: str) -> str:
     """``dbname on host:port`` of a libpq DSN, never its password."""
     try:

@@ -32,6 +32,7 @@ from dialgw.store.dialect import (
     postgresql,
     postgresql_pool_args,
     sqlite_pool_args,
+    valid_dsn,
 )
 from dialgw.store.records import (
     EVENT_FOR_STATUS,
@@ -803,6 +804,9 @@ async def open_postgresql_store(reactor: IReactorCore | IReactorThreads | Any, d
         dialect = postgresql()
     except ImportError as e:
         raise StoreError(f"cannot open {where}: psycopg2 is not installed ({e})") from e
+    if not valid_dsn(dsn):
+        raise StoreError("the PostgreSQL dsn is not a libpq connection string "
+                         "(key=value pairs such as 'host=127.0.0.1 dbname=dialgw user=dialgw', or a URI)")
     args, kwargs = postgresql_pool_args(dsn, pool_size)
     pool = adbapi.ConnectionPool(dialect.dbapi_name, *args, cp_reactor=reactor, **kwargs)
     store = Store(pool, dialect)
