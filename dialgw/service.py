@@ -24,7 +24,8 @@ from dialgw.calls import machine
 from dialgw.calls.tracker import CallTracker
 from dialgw.config import ConfigError, Settings, load_config
 from dialgw.esl.client import NodeConnection
-from dialgw.limits import Limiter, make_limiter
+from dialgw.cluster import NodePresence
+from dialgw.limits import Limiter, RedisLimiter, make_limiter
 from dialgw.ops import GatewayCollector, Metrics, RequestLog, Root, ops_resources
 from dialgw.pool import NodePool, PoolNode
 from dialgw.store import open_store
@@ -40,6 +41,8 @@ EVENT_NAMES = ("CHANNEL_CREATE", *machine.CHANNEL_EVENTS, "BACKGROUND_JOB", "HEA
 
 #: How long /healthz waits for the database before calling it down.
 HEALTH_TIMEOUT_SEC = 2.0
+#: A cluster node is taken for dead this long after its last announcement.
+PRESENCE_TTL_SEC = 15.0
 #: How long SIGTERM waits for API requests in flight.
 DRAIN_TIMEOUT_SEC = 10.0
 
@@ -67,6 +70,7 @@ class GatewayService(MultiService):
         self.tracker: CallTracker | None = None
         self.api: DialAPI | None = None
         self.limiter: Limiter | None = None
+        self.presence: NodePresence | None = None
         self.connections: dict[str, NodeConnection] = {}
         self.pool: NodePool | None = None
         self.simulator: Any = None
@@ -141,6 +145,18 @@ class GatewayService(MultiService):
             connection.setServiceParent(self)
         self.limiter = make_limiter(settings.ratelimit, settings.redis, self.clock, reactor)
         await self.limiter.start()
+        if settings.database.backend == "postgresql" and isinstance(self.limiter, RedisLimiter):
+            # Cluster mode: nodes share the store and Redis; each announces
+            # itself, and survivors adopt the live sessions of a dead node.
+            self.presence = NodePresence(
+                node_id=settings.node.id,
+                redis=self.limiter.run,
+                store=self.store,
+                clock=self.clock,
+                adopt=self.tracker.adopt,
+                ttl_sec=PRESENCE_TTL_SEC,
+            )
+            self.presence.setServiceParent(self)
         self.api = DialAPI(
             store=self.store,
             tracker=self.tracker,
@@ -187,7 +203,7 @@ class GatewayService(MultiService):
         ready; anything else is ``unavailable`` (503).
         """
         try:
-            await self.store.count_live_sessions("").addTimeout(HEALTH_TIMEOUT_SEC, self.clock)
+            await self.store.ping().addTimeout(HEALTH_TIMEOUT_SEC, self.clock)
             database = "ok"
         except Exception as error:
             database = f"error: {type(error).__name__}"

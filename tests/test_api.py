@@ -41,8 +41,8 @@ class RecordingTracker:
         self.originated.append(session)
         return succeed(None)
 
-    def hangup(self, session_uuid):
-        self.hung_up.append(session_uuid)
+    def hangup_session(self, session):
+        self.hung_up.append(session.session_uuid)
         return succeed(None)
 
 

@@ -48,7 +48,7 @@ class HealthTests(OpsTestCase):
         self.assertEqual((reply.json()["status"], reply.json()["freeswitch"]), ("unavailable", {"fs1": "disconnected"}))
 
     async def test_no_database_is_unavailable(self) -> None:
-        self.h.store.count_live_sessions = lambda *args: fail(sqlite3.OperationalError("disk I/O error"))
+        self.h.store.ping = lambda: fail(sqlite3.OperationalError("disk I/O error"))
         reply = await self.h.http.request("GET", "/healthz")
         self.assertEqual(reply.status, 503)
         self.assertEqual(reply.json()["database"], "error: OperationalError")

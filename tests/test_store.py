@@ -552,6 +552,46 @@ class ConcurrencyTests(StoreTests):
         self.assertEqual(len(statuses), len(set(statuses)), "a status was recorded twice")
 
 
+class AdoptionTests(StoreTests):
+    """Cluster mode: the live sessions of a dead node move to survivors."""
+
+    async def setUp(self) -> None:
+        await super().setUp()
+        self.app, _ = await self.new_app()
+        self.other = await self.open()
+
+    async def test_live_node_ids(self) -> None:
+        for node in ("aaaaa", "bbbbb", "aaaaa"):
+            await self.store.create_session(new_session(self.app.app_id, node_id=node), NOW, None)
+        ended = new_session(self.app.app_id, node_id="ccccc")
+        await self.store.create_session(ended, NOW, None)
+        await self.store.record_transition(ended.session_uuid, "dialing", "ended", NOW, "USER_BUSY")
+        self.assertEqual(await self.store.live_node_ids(), ["aaaaa", "bbbbb"])
+
+    async def test_two_survivors_adopt_each_session_once(self) -> None:
+        dead = [new_session(self.app.app_id, node_id="dead1", started_at=NOW + i) for i in range(30)]
+        for session in dead:
+            await self.store.create_session(session, NOW, None)
+        ended = dead[0]
+        await self.store.record_transition(ended.session_uuid, "dialing", "ended", NOW, "USER_BUSY")
+        mine = new_session(self.app.app_id, node_id="alive")
+        await self.store.create_session(mine, NOW, None)
+        first, second = await gatherResults([
+            self.store.adopt_live_sessions("dead1", "surv1"),
+            self.other.adopt_live_sessions("dead1", "surv2"),
+        ])
+        adopted = [s.session_uuid for s in first + second]
+        self.assertEqual(sorted(adopted), sorted(s.session_uuid for s in dead[1:]))
+        self.assertEqual({s.node_id for s in first}, {"surv1"} if first else set())
+        self.assertEqual({s.node_id for s in second}, {"surv2"} if second else set())
+        self.assertEqual(await self.store.adopt_live_sessions("dead1", "surv1"), [])
+        self.assertEqual((await self.store.get_session(ended.session_uuid)).node_id, "dead1")
+        self.assertEqual((await self.store.get_session(mine.session_uuid)).node_id, "alive")
+
+    async def test_ping(self) -> None:
+        self.assertIsNone(await self.store.ping())
+
+
 class SQLiteOnlyTests(StoreTests):
     async def test_wal_is_on(self) -> None:
         self.assertEqual(self.query("PRAGMA journal_mode"), [("wal",)])
@@ -815,6 +855,14 @@ class SQLiteSessionTests(SessionTests, SQLiteBackend):
 
 
 class SQLiteOutboxTests(OutboxTests, SQLiteBackend):
+    pass
+
+
+class SQLiteAdoptionTests(AdoptionTests, SQLiteBackend):
+    pass
+
+
+class PostgreSQLAdoptionTests(AdoptionTests, PostgreSQLBackend):
     pass
 
 

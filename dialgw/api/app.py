@@ -211,7 +211,7 @@ class DialAPI:
             body = {"session_uuid": session.session_uuid, "status": session.status}
             if session.status == ENDED:
                 return self._respond(request, 200, json_body(body))
-            await self._tracker.hangup(session.session_uuid)
+            await self._tracker.hangup_session(session)
             return self._respond(request, 202, json_body(body))
 
         return self._guard(request, handler)

@@ -17,7 +17,7 @@ of Redis.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
@@ -221,6 +221,27 @@ class RedisLimiter:
 
     def peek(self, app_id: str, limits: AppLimits) -> Deferred[Decision]:
         return Deferred.fromCoroutine(self._decide(app_id, limits, 0, False))
+
+    def run(self, command: Callable[[Any], Deferred]) -> Deferred:
+        """Run ``command(connection)`` on this Redis connection, with the deadline.
+
+        For the other users of the same Redis (cluster presence): a failure
+        counts as an outage like a failed limit check, and raises.
+        """
+
+        async def go() -> Any:
+            if self._closed:
+                raise ConnectionError(f"Redis {self.where}: closed")
+            try:
+                handler = await self._connection()
+                result = await self._timed(command(handler))
+            except Exception:
+                self._outage(Failure())
+                raise
+            self._recovered()
+            return result
+
+        return Deferred.fromCoroutine(go())
 
     def close(self) -> Deferred[None]:
         self._closed = True

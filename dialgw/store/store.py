@@ -661,6 +661,44 @@ class Store(_Outbox):
 
         return self._run(False, get)
 
+    def live_node_ids(self) -> Deferred[list[str]]:
+        """The gateway nodes that own at least one session not yet ended."""
+
+        def nodes(txn: Txn) -> list[str]:
+            rows = self._all(
+                txn, "SELECT DISTINCT node_id FROM sessions WHERE status <> 'ended' ORDER BY node_id"
+            )
+            return [row[0] for row in rows]
+
+        return self._run(False, nodes)
+
+    def adopt_live_sessions(self, from_node: str, to_node: str) -> Deferred[list[Session]]:
+        """Move ``from_node``'s live sessions to ``to_node``; fire with them.
+
+        One UPDATE: when several nodes adopt at once, each session goes to
+        exactly one of them (on PostgreSQL the others wait for the row lock,
+        then no longer match).
+        """
+
+        def adopt(txn: Txn) -> list[Session]:
+            self._execute(
+                txn,
+                "UPDATE sessions SET node_id = ? WHERE node_id = ? AND status <> 'ended' "
+                f"RETURNING {_SESSION_COLUMNS}",
+                (to_node, from_node),
+            )
+            return sorted((_session(row) for row in txn.fetchall()), key=lambda s: s.started_at)
+
+        return self._run(True, adopt)
+
+    def ping(self) -> Deferred[None]:
+        """A trivial query: does the database answer?"""
+
+        def ping(txn: Txn) -> None:
+            self._one(txn, "SELECT 1")
+
+        return self._run(False, ping)
+
     def live_sessions(self, node_id: str) -> Deferred[list[Session]]:
         """This gateway node's sessions not yet ended, oldest first."""
 
