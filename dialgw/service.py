@@ -15,7 +15,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 from twisted.python import usage
 from twisted.web.server import Site
 
@@ -83,6 +83,13 @@ class GatewayService(MultiService):
         self.backlog = 0
         self._backlog_loop: LoopingCall | None = None
         self.ready: Deferred = Deferred()
+
+    def setServiceParent(self, parent) -> None:
+        super().setServiceParent(parent)
+        # twistd asks the application for its log observer when it starts
+        # logging: `[log] format = json` answers with one JSON object per line.
+        if self.daemon and self.settings.log.format == "json" and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, jsonFileLogObserver(sys.stdout, recordSeparator=""))
 
     def startService(self) -> None:
         super().startService()
