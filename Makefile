@@ -40,6 +40,8 @@ bench: install
 # directory stay clean) and leaves the .deb, .buildinfo and .changes in dist/.
 # `make check-deb` builds, runs lintian, then installs, runs, removes and
 # purges the package on this machine (root only: it changes the system).
+# Its readiness probe is GET /healthz (503 expected: no FreeSWITCH during the
+# check); before /healthz existed it polled GET /api/v1/dial/x for a 401.
 DEB_STAGE := build/deb
 
 .PHONY: deb check-deb
