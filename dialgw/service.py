@@ -20,6 +20,7 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from dialgw.api.app import DialAPI
+from dialgw.api.http import api_site
 from dialgw.calls import machine
 from dialgw.calls.tracker import CallTracker
 from dialgw.config import ConfigError, Settings, load_config
@@ -191,9 +192,7 @@ class GatewayService(MultiService):
         self.ready.callback(self)
 
     async def _listen(self, endpoint: str, root) -> Any:
-        site = Site(root)
-        site.displayTracebacks = False
-        port = await serverFromString(self.reactor, endpoint).listen(site)
+        port = await serverFromString(self.reactor, endpoint).listen(api_site(root, self.clock))
         self._ports.append(port)
         return port
 

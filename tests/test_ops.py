@@ -10,6 +10,8 @@ import sqlite3
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
 
+from twisted.internet.protocol import Factory
+
 from dialgw.store import open_sqlite_store
 from tests.gateway import Harness, poll
 from tests.support import HTTPClient
@@ -145,3 +147,67 @@ class ShutdownTests(OpsTestCase):
         self.addCleanup(store.close)
         events = await store.session_events(sid)
         self.assertEqual([(e.event, e.delivery_state) for e in events][:1], [("session.dialing", "pending")])
+
+
+class RequestLimitTests(OpsTestCase):
+    async def raw(self, data: bytes) -> tuple[Deferred, object]:
+        """Send raw bytes to the API; fires with everything it answers."""
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+        from twisted.internet.protocol import Protocol
+
+        done: Deferred = Deferred()
+
+        class Collect(Protocol):
+            received = b""
+
+            def dataReceived(self, more: bytes) -> None:
+                self.received += more
+
+            def connectionLost(self, reason) -> None:
+                done.callback(self.received)
+
+        port = self.h.gateway.api_port.getHost().port
+        proto = await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(_Factory(Collect))
+        proto.transport.write(data)
+        return done, proto
+
+    async def test_an_oversized_body_is_refused_before_it_is_read(self) -> None:
+        head = (
+            b"POST /api/v1/dial HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Request-ID: big-1\r\nContent-Length: 10000000\r\n\r\n"
+        )
+        done, proto = await self.raw(head + b"{" * 1000)
+        answer = await done
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
+        self.assertIn(b"X-Request-ID: big-1", answer)
+        self.assertTrue(answer.endswith(b'{"error": "body_too_large", "message": "body is over 64 KiB"}'))
+
+    async def test_a_trickled_body_times_out(self) -> None:
+        head = (
+            b"POST /api/v1/dial HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n"
+        )
+        done, proto = await self.raw(head + b'{"to"')
+        await poll(lambda: any("_too_slow" in repr(c) for c in self.h.clock.getDelayedCalls()))
+        for _ in range(29):  # a byte a second: every byte would reset an idle timeout
+            proto.transport.write(b" ")
+            await self.h.advance(1.0, step=1.0)
+        self.assertFalse(done.called)
+        await self.h.advance(1.5, step=0.5)
+        answer = await done
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer[:100])
+        self.assertIn(b'"request_timeout"', answer)
+
+    async def test_chunked_bodies_are_counted_too(self) -> None:
+        head = (
+            b"POST /api/v1/dial HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"%x\r\n%s\r\n" % (40000, b" " * 40000)
+        done, proto = await self.raw(head + chunk + chunk)
+        answer = await done
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
+
+
+def _Factory(protocol):
+    return Factory.forProtocol(protocol)
