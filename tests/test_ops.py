@@ -80,6 +80,17 @@ class MetricsTests(OpsTestCase):
         self.assertIn("dialgw_webhook_backlog", text)
 
 
+class RateLimitMetricsTests(OpsTestCase):
+    async def test_rejections_are_counted_by_limit(self) -> None:
+        h = self.h
+        await h.store.update_app(h.app.app_id, burst=1, dials_per_sec=0.01)
+        await h.dial("0521000006")
+        await h.dial("0521000006", expect=429)
+        text = (await h.http.request("GET", "/metrics")).body.decode()
+        self.assertIn('dialgw_ratelimit_rejections_total{limit="dials_per_sec"} 1.0', text)
+        self.assertIn('dialgw_dials_total{outcome="rate_limited"} 1.0', text)
+
+
 class RequestLogTests(OpsTestCase):
     async def test_one_line_per_request_without_secrets(self) -> None:
         h = self.h
@@ -94,7 +105,7 @@ class RequestLogTests(OpsTestCase):
             if line.get("log_namespace") == "dialgw.ops" and "log_format" in line
         ]
         self.assertEqual(len(text), 1, text)
-        self.assertRegex(text[0], r"^trace-42 \S+ GET /api/v1/dial/acW68-0+-0+-4000-8000-0+ 404 [0-9.]+ms$")
+        self.assertRegex(text[0], rf"^trace-42 {h.app.app_id} GET /api/v1/dial/acW68-0+-0+-4000-8000-0+ 404 [0-9.]+ms$")
         everything = repr(self.lines)
         self.assertNotIn(h.key, everything)
         self.assertNotIn(h.app.webhook_secret, everything)

@@ -179,6 +179,7 @@ class DialAPI:
         app = await self._store.authenticate(app_id, api_key)
         if app is None:
             raise UNAUTHORIZED
+        request.dialgw_app_id = app.app_id  # for the request's log line
         return app
 
     async def _own_session(self, request: IRequest, session_uuid: str) -> tuple[Any, Session]:
@@ -294,6 +295,7 @@ class DialAPI:
             decision = await self._limiter.check(app.app_id, limits, live + in_flight)
             self._limit_headers(request, decision)
             if not decision.allowed:
+                request.dialgw_limit = decision.limit  # for the rejection metrics
                 raise _rate_limited(decision)
             return await self._place(request, rid, app, dial, key, now)
         finally:
