@@ -130,6 +130,7 @@ class AdoptionTests(ClusterTestCase):
     async def test_a_dead_nodes_calls_are_adopted_and_their_webhooks_arrive_once(self) -> None:
         sid = (await self.dial(self.a, "0521000006")).json()["session_uuid"]
         await self.wait_status(self.b, sid, "answered")
+        await poll(lambda: len(self.receiver.by_session(sid)) >= 3)
         ttl = int(self.redis.command("PTTL", "dialgw:node:nodeA"))
         self.assertTrue(0 < ttl <= PRESENCE_TTL_SEC * 1000, ttl)
         await self.a.gateway.stopService()  # node A dies mid-call

@@ -37,6 +37,8 @@ from dialgw.webhooks.signing import webhook_headers
 log = Logger()
 
 USER_AGENT = f"dialgw/{__version__}"
+#: On stop, how long (real time) requests already sent may take to finish.
+STOP_GRACE_SEC = 2.0
 
 
 def _discard(_: bytes) -> None:
@@ -75,7 +77,9 @@ class WebhookSender(Service):
         self._http = HTTPClient(Agent(reactor, pool=self._pool, connectTimeout=timeout_sec))
         self._hosts: dict[str, DeferredSemaphore] = {}
         self._claimed: set[str] = set()
-        self._attempts: set[Deferred] = set()
+        self._attempts: set[Deferred] = set()  # HTTP requests on the wire
+        self._turns: set[Deferred] = set()  # deliveries waiting for a per-host slot
+        self._reactor = reactor
         self._results: list[AttemptResult] = []
         self._flush_waiters: list[Deferred] = []
         self._flushing = False
@@ -111,15 +115,26 @@ class WebhookSender(Service):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        # Attempts in flight are cut short and recorded as due again now, so
-        # the next start sends them at once instead of after their lease.
-        for attempt in list(self._attempts):
-            attempt.cancel()
+        # What cannot finish now is recorded as due again at once, so the next
+        # start (or another node) sends it without waiting for its lease.
+        for turn in list(self._turns):
+            turn.cancel()  # never started: due again at once
+        # Requests on the wire get a moment to finish, so a clean stop does not
+        # make the next node send them again; then they are cut short.
+        cut = None
+        if self._attempts:
+            cut = self._reactor.callLater(STOP_GRACE_SEC, self._cut_attempts)
         if not self._idle():
             waiter: Deferred = Deferred()
             self._idle_waiters.append(waiter)
             await waiter
+        if cut is not None and cut.active():
+            cut.cancel()
         await self._pool.closeCachedConnections()
+
+    def _cut_attempts(self) -> None:
+        for attempt in list(self._attempts):
+            attempt.cancel()
 
     def _idle(self) -> bool:
         return not (self._claimed or self._flushing or self._pumping or self._results)
@@ -200,11 +215,11 @@ class WebhookSender(Service):
             gate = self._hosts[host] = DeferredSemaphore(self._per_host)
         try:
             turn = gate.acquire()
-            self._attempts.add(turn)
+            self._turns.add(turn)
             try:
                 await turn
             finally:
-                self._attempts.discard(turn)
+                self._turns.discard(turn)
             try:
                 status, error, retry_after = await self._attempt(delivery)
             finally:
