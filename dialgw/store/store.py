@@ -812,7 +812,11 @@ async def open_sqlite_store(reactor: IReactorCore | IReactorThreads | Any, path:
         raise StoreError(f"cannot open database {path}: directory {directory} does not exist")
     args, kwargs = sqlite_pool_args(path)
     pool = adbapi.ConnectionPool(SQLITE.dbapi_name, *args, cp_reactor=reactor, **kwargs)
-    store = Store(pool, SQLITE)
+    return await _migrated(Store(pool, SQLITE), f"database {path}")
+
+
+async def _migrated(store: Store, where: str) -> Store:
+    """``store``, its schema brought up to date; closed again if that fails."""
     try:
         await store.migrate()
     except SchemaTooNewError:
@@ -820,7 +824,7 @@ async def open_sqlite_store(reactor: IReactorCore | IReactorThreads | Any, path:
         raise
     except Exception as e:
         store.close()
-        raise StoreError(f"cannot open database {path}: {e}") from e
+        raise StoreError(f"cannot open {where}: {' '.join(str(e).split())}") from e
     return store
 
 
@@ -847,16 +851,7 @@ async def open_postgresql_store(reactor: IReactorCore | IReactorThreads | Any, d
                          "(key=value pairs such as 'host=127.0.0.1 dbname=dialgw user=dialgw', or a URI)")
     args, kwargs = postgresql_pool_args(dsn, pool_size)
     pool = adbapi.ConnectionPool(dialect.dbapi_name, *args, cp_reactor=reactor, **kwargs)
-    store = Store(pool, dialect)
-    try:
-        await store.migrate()
-    except SchemaTooNewError:
-        store.close()
-        raise
-    except Exception as e:
-        store.close()
-        raise StoreError(f"cannot open {where}: {' '.join(str(e).split())}") from e
-    return store
+    return await _migrated(Store(pool, dialect), where)
 
 
 async def open_store(reactor: Any, database: DatabaseSettings) -> Store:
