@@ -21,7 +21,13 @@ setup(
         "txredisapi>=1.6",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "standardwebhooks>=1.0"],
+        "test": [
+            "hypothesis>=6.100",
+            "standardwebhooks>=1.0",
+            # tests/test_openapi.py: the contract run and docs/openapi.yaml.
+            "schemathesis>=4.32,<5",
+            "PyYAML>=6.0",
+        ],
     },
     entry_points={"console_scripts": ["dialgw-admin = dialgw.admin:main"]},
 )

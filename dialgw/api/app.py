@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from dialgw.api import validation
+from dialgw.api import openapi, validation
 from dialgw.api.errors import INTERNAL_ERROR, METHOD_NOT_ALLOWED, NOT_FOUND, UNAUTHORIZED, ApiError
 from dialgw.calls.machine import DIALING, ENDED
 from dialgw.config import RateLimitSettings
@@ -44,6 +44,9 @@ _SESSION_UUID = re.compile(
     r"[A-Za-z0-9]{5}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII
 )
 JSON = "application/json"
+
+#: GET /api/v1/openapi.json's body, encoded once.
+_OPENAPI_BODY = json.dumps(openapi.SPEC, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 #: Reason phrases Twisted does not know (it would send "Unknown Status").
 _REASONS = {422: b"Unprocessable Content", 429: b"Too Many Requests"}
@@ -229,6 +232,11 @@ class DialAPI:
             return self._respond(request, 200, json_body(body))
 
         return self._guard(request, handler)
+
+    @app.route("/api/v1/openapi.json", methods=["GET"])
+    def openapi_document(self, request: IRequest) -> bytes:
+        """The OpenAPI document of this API (`dialgw.api.openapi`); no auth."""
+        return self._respond(request, 200, _OPENAPI_BODY)
 
     @app.handle_errors(NotFound)
     def not_found(self, request: IRequest, failure) -> bytes:
