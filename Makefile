@@ -31,8 +31,22 @@ clean:
 	rm -rf $(VENV) var _trial_temp* build *.egg-info
 
 # Benchmarks print figures; nothing in `make test` depends on timings.
-bench: install
-	$(PY) bench/webhooks.py
+# They run in their own venv (bench/.venv) with the ESL peers from PyPI, and
+# need Debian's wrk (installed with apt-get when missing, so as root).
+BENCH_VENV := bench/.venv
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): setup.py
+	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install --quiet --upgrade pip
+	$(BENCH_PY) -m pip install --quiet greenswitch genesis
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
+	$(BENCH_PY) -m pip install --quiet --force-reinstall --no-deps . && $(BENCH_PY) -m pip install --quiet .
+	$(BENCH_PY) bench/run_all.py
 
 # --- Debian package (docs/packaging.md) -----------------------------------
 # `make deb` installs the missing build dependencies (apt-get, so as root),
