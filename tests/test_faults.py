@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from tests.gateway import Harness, poll
@@ -128,3 +129,62 @@ class AuthTests(FaultTestCase):
         self.assertEqual((reply.status, reply.json()["error"]), (401, "unauthorized"))
         reply = await h.dial("0521000006", expect=401)
         self.assertEqual(len(self.originates()), 1)
+
+
+class AbuseTests(FaultTestCase):
+    async def test_very_long_header_values_get_a_clean_error(self) -> None:
+        h = self.h
+        for name in ("X-Request-ID", "Idempotency-Key", "X-App-ID", "X-Custom"):
+            reply = await h.http.request(
+                "POST", "/api/v1/dial",
+                {**h.auth(), "Content-Type": "application/json", name: "v" * 10000},
+                b'{"to":"0521000006","from":"0721234567"}',
+            )
+            self.assertIn(reply.status, (202, 400, 401), name)
+            self.assertIn(reply.headers["content-type"], "application/json")
+            self.assertNotIn(b"Traceback", reply.body)
+            if name == "X-Request-ID":
+                self.assertNotEqual(reply.headers["x-request-id"], "v" * 10000)
+        # A header line over twisted.web's 16 KiB line limit: the connection is
+        # closed (twisted.web answers nothing to it), and the gateway goes on.
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+        from twisted.internet.protocol import Factory, Protocol
+
+        done: Deferred = Deferred()
+
+        class Collect(Protocol):
+            data = b""
+
+            def dataReceived(self, more: bytes) -> None:
+                self.data += more
+
+            def connectionLost(self, reason) -> None:
+                done.callback(self.data)
+
+        port = h.gateway.api_port.getHost().port
+        proto = await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(Factory.forProtocol(Collect))
+        proto.transport.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"v" * 20000 + b"\r\n\r\n")
+        answer = await done
+        self.assertTrue(answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:80])
+        self.assertEqual((await h.http.request("GET", "/healthz")).status, 200)
+
+    async def test_idle_connections_are_closed(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+        from twisted.internet.protocol import Factory, Protocol
+
+        closed: list[int] = []
+
+        class Idle(Protocol):
+            def connectionLost(self, reason) -> None:
+                closed.append(1)
+
+        port = self.h.gateway.api_port.getHost().port
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        clients = [await endpoint.connect(Factory.forProtocol(Idle)) for _ in range(500)]
+        self.addCleanup(lambda: [c.transport.abortConnection() for c in clients if c.transport.connected])
+        await self.h.advance(80.0, step=5.0)
+        await poll(lambda: len(closed) == len(clients), timeout=20)
+        # The API still answers.
+        self.assertEqual((await self.h.http.request("GET", "/healthz")).status, 200)
