@@ -34,6 +34,7 @@ from dialgw.store import (
     open_sqlite_store,
 )
 from dialgw.store import store as store_module
+from dialgw.store.store import _LIVE
 from dialgw.store.schema import DATA_TABLES, MIGRATIONS, SCHEMA_VERSION
 from dialgw.timefmt import rfc3339
 from tests import pg
@@ -906,3 +907,11 @@ class TimeFormatTests(SynchronousTestCase):
         ]
         for value, expected in cases:
             self.assertEqual(rfc3339(value), expected, value)
+
+
+class LiveIndexTests(SQLiteBackend):
+    async def test_live_counts_search_the_status_index(self) -> None:
+        plan = self.query(
+            "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM sessions WHERE app_id = ? AND " + _LIVE, ("a",)
+        )
+        self.assertIn("(app_id=? AND status=?)", repr(plan))

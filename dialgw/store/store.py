@@ -91,6 +91,10 @@ _EVENT_COLUMNS = (
 _IDEMPOTENCY_COLUMNS = (
     "app_id, idempotency_key, request_hash, session_uuid, response_status, response_body, created_at"
 )
+#: Sessions not yet ended, spelled so that the (app_id, status) and
+#: (node_id, status) indexes find them without reading ended ones (a
+#: `status <> 'ended'` makes the database read an app's whole history).
+_LIVE = "status IN ({})".format(", ".join(f"'{status}'" for status in STATUSES if status != "ended"))
 #: The column stamped when a session reaches each status.
 _STATUS_TIME_COLUMN = {
     "ringing": "ringing_at",
@@ -666,7 +670,7 @@ class Store(_Outbox):
 
         def nodes(txn: Txn) -> list[str]:
             rows = self._all(
-                txn, "SELECT DISTINCT node_id FROM sessions WHERE status <> 'ended' ORDER BY node_id"
+                txn, f"SELECT DISTINCT node_id FROM sessions WHERE {_LIVE} ORDER BY node_id"
             )
             return [row[0] for row in rows]
 
@@ -683,7 +687,7 @@ class Store(_Outbox):
         def adopt(txn: Txn) -> list[Session]:
             self._execute(
                 txn,
-                "UPDATE sessions SET node_id = ? WHERE node_id = ? AND status <> 'ended' "
+                f"UPDATE sessions SET node_id = ? WHERE node_id = ? AND {_LIVE} "
                 f"RETURNING {_SESSION_COLUMNS}",
                 (to_node, from_node),
             )
@@ -705,7 +709,7 @@ class Store(_Outbox):
         def live(txn: Txn) -> list[Session]:
             rows = self._all(
                 txn,
-                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE node_id = ? AND status <> 'ended' "
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE node_id = ? AND {_LIVE} "
                 "ORDER BY started_at, session_uuid",
                 (node_id,),
             )
@@ -717,7 +721,7 @@ class Store(_Outbox):
         """How many of the app's sessions have not ended (on any node)."""
 
         def count(txn: Txn) -> int:
-            row = self._one(txn, "SELECT COUNT(*) FROM sessions WHERE app_id = ? AND status <> 'ended'", (app_id,))
+            row = self._one(txn, f"SELECT COUNT(*) FROM sessions WHERE app_id = ? AND {_LIVE}", (app_id,))
             assert row is not None
             return int(row[0])
 
