@@ -355,16 +355,25 @@ async def run(reactor: Any, argv: Sequence[str], stdout: TextIO | None = None,
     it under trial's reactor.
     """
     out, err = stdout or sys.stdout, stderr or sys.stderr
+    code, args, settings = _answer_without_store(argv, out, err)
+    if code is not None:
+        return code
+    return await run_store_command(reactor, args, settings, out, err)
+
+
+def _answer_without_store(argv: Sequence[str], out: TextIO, err: TextIO) -> tuple[int | None, Any, Any]:
+    """Parse; usage and config errors, ``--help`` and ``check-config`` are
+    answered here (their exit code), else ``(None, args, settings)``."""
     try:
         args, settings = parse_arguments(argv)
     except AdminError as e:
-        return _print_error(e, err)
+        return _print_error(e, err), None, None
     except SystemExit as e:  # --help
-        return int(e.code or 0)
+        return int(e.code or 0), None, None
     if args.command == "check-config":
         _print(_config_summary(args.config, settings), out)
-        return 0
-    return await run_store_command(reactor, args, settings, out, err)
+        return 0, args, settings
+    return None, args, settings
 
 
 def _config_summary(path: str, settings: Settings) -> dict[str, Any]:
@@ -386,15 +395,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
     store commands run under ``twisted.internet.task.react``.
     """
     out, err = stdout or sys.stdout, stderr or sys.stderr
-    try:
-        args, settings = parse_arguments(sys.argv[1:] if argv is None else argv)
-    except AdminError as e:
-        return _print_error(e, err)
-    except SystemExit as e:  # --help
-        return int(e.code or 0)
-    if args.command == "check-config":
-        _print(_config_summary(args.config, settings), out)
-        return 0
+    code, args, settings = _answer_without_store(sys.argv[1:] if argv is None else argv, out, err)
+    if code is not None:
+        return code
 
     from twisted.internet.task import react
 
