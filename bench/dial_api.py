@@ -5,7 +5,7 @@ of one dialgw process, against the Klein floor of `bench/floor_http.py`.
 
 wrk (``-c 32`` by default, one thread, `bench/wrk.lua`) drives each server
 on 127.0.0.1. The gateway is ``twistd dialgw`` with a config of its own: a
-SQLite file in a temp dir, the embedded FreeSWITCH simulator on loopback
+SQLite file in a temp dir, the FreeSWITCH simulator in another process on loopback
 (every dial goes to a number ending in 6: rings, is answered and stays up),
 ``max_channels``/``max_cps`` at their maxima, a demo app made with
 ``dialgw-admin app create`` and limits raised with ``app update``; its
@@ -46,10 +46,6 @@ listen = tcp:{api_port}:interface=127.0.0.1
 [database]
 backend = sqlite
 path = {directory}/dialgw.sqlite
-
-[simulator]
-listen = tcp:{sim_port}:interface=127.0.0.1
-heartbeat_sec = 20
 
 [freeswitch:sim]
 endpoint = tcp:host=127.0.0.1:port={sim_port}
@@ -129,6 +125,14 @@ def run_gateway(duration: float, connections: int, warmup: float) -> dict[str, d
     admin(config, "app", "update", app_id, "--dials-per-sec", "100000", "--burst", "100000",
           "--max-concurrent", "1000000")
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(hook_port)])
+    # The switch in a process of its own, with capacity to spare, as a real
+    # FreeSWITCH would be: the gateway process does only the gateway's work.
+    simulator = subprocess.Popen(
+        [os.path.join(BIN, "twistd"), "--nodaemon", "--pidfile=", "--logfile=/dev/null", "dialgw-simulator",
+         "--listen", f"tcp:{sim_port}:interface=127.0.0.1", "--max-sessions", "1000000",
+         "--sessions-per-second", "100000"],
+        cwd=directory,
+    )
     with open(os.path.join(directory, "twistd.log"), "w") as log:
         gateway = subprocess.Popen(
             [os.path.join(BIN, "twistd"), "--nodaemon", "--pidfile=", "dialgw", "--config", config],
@@ -153,6 +157,7 @@ def run_gateway(duration: float, connections: int, warmup: float) -> dict[str, d
     finally:
         stop(gateway)
         stop(receiver)
+        stop(simulator)
         shutil.rmtree(directory, ignore_errors=True)
     return result
 

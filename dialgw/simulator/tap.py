@@ -16,6 +16,8 @@ class Options(usage.Options):
         ["listen", "l", "tcp:8021:interface=127.0.0.1", "ESL listening endpoint (a server endpoint string)."],
         ["password", "p", "ClueCon", "ESL password."],
         ["heartbeat", None, 20.0, "Seconds between HEARTBEAT events.", float],
+        ["max-sessions", None, 1000, "Live calls at most (FreeSWITCH's max-sessions).", int],
+        ["sessions-per-second", None, 30, "Originates per second at most (FreeSWITCH's sessions-per-second).", int],
     ]
 
 
@@ -45,6 +47,8 @@ def makeService(options: Options) -> IService:
         clock=reactor,  # type: ignore[arg-type]
         password=options["password"],
         heartbeat_sec=options["heartbeat"],
+        max_sessions=options["max-sessions"],
+        sessions_per_second=options["sessions-per-second"],
     )
     parent = MultiService()
     listener = StreamServerEndpointService(serverFromString(reactor, options["listen"]), simulator.factory())
