@@ -332,11 +332,6 @@ class DialAPI:
             metadata_json=dial.metadata_json,
             status=DIALING,
             started_at=now,
-            ringing_at=None,
-            early_media_at=None,
-            answered_at=None,
-            ended_at=None,
-            hangup_cause=None,
             request_id=rid,
         )
         body = json_body({"session_uuid": session.session_uuid, "status": DIALING})
