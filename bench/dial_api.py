@@ -113,7 +113,7 @@ def admin(config: str, *args: str) -> dict:
     return json.loads(out)
 
 
-def run_gateway(duration: float, connections: int, warmup: float) -> dict[str, dict]:
+def run_gateway(duration: float, connections: int, warmup: float, profile: str | None = None) -> dict[str, dict]:
     directory = tempfile.mkdtemp(prefix="dialgw-bench-api-")
     hook_port, api_port, sim_port = free_port(), free_port(), free_port()
     config = os.path.join(directory, "dialgw.conf")
@@ -150,10 +150,20 @@ def run_gateway(duration: float, connections: int, warmup: float) -> dict[str, d
         env = {"BENCH_APP": app_id, "BENCH_KEY": key}
         if warmup:
             wrk(base + "/api/v1/dial", warmup, connections, {**env, "BENCH_METHOD": "POST"})
-        result = {
-            "post": wrk(base + "/api/v1/dial", duration, connections, {**env, "BENCH_METHOD": "POST"}),
-            "get": wrk(f"{base}/api/v1/dial/{session}", duration, connections, {**env, "BENCH_METHOD": "GET"}),
-        }
+        result = {}
+        for kind, url, method in (("post", base + "/api/v1/dial", "POST"),
+                                  ("get", f"{base}/api/v1/dial/{session}", "GET")):
+            spy = None
+            if profile:
+                # py-spy samples the gateway during this run (collapsed stacks).
+                spy = subprocess.Popen(
+                    [os.path.join(BIN, "py-spy"), "record", "--pid", str(gateway.pid), "--format", "raw",
+                     "--rate", "250", "--duration", str(int(duration)), "--output", f"{profile}-{kind}.txt"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+            result[kind] = wrk(url, duration, connections, {**env, "BENCH_METHOD": method})
+            if spy is not None:
+                spy.wait()
     finally:
         stop(gateway)
         stop(receiver)
@@ -233,9 +243,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="instead: one gateway run sampled by py-spy (pip install py-spy), "
+                             "collapsed stacks written to PREFIX-post.txt and PREFIX-get.txt")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install -y wrk (make bench does it)")
+    if args.profile:
+        result = run_gateway(args.duration, args.connections, args.warmup, args.profile)
+        print(f"POST {result['post']['rps']:.0f} req/s, GET {result['get']['rps']:.0f} req/s; "
+              f"profiles in {args.profile}-post.txt, {args.profile}-get.txt")
+        return
     result = measure(args.duration, args.repeat, args.connections, args.warmup)
     report(result)
     if args.json:
