@@ -36,6 +36,10 @@ class Dialect:
     #: Whether ``SELECT ... FOR UPDATE SKIP LOCKED`` exists (several writers
     #: at once); SQLite has one writer at a time and no row locks.
     row_locks: bool = False
+    #: Whether concurrent operations share one transaction
+    #: (`dialgw.store.groupcommit`): where there is one connection and one
+    #: writer anyway (SQLite).
+    group_commit: bool = False
 
     def sql(self, text: str) -> str:
         """A query written with ``?`` placeholders, in this dialect."""
@@ -73,6 +77,7 @@ SQLITE = Dialect(
     # another process (dialgw-admin) wrote in between.
     begin_write="BEGIN IMMEDIATE",
     integrity_error=sqlite3.IntegrityError,
+    group_commit=True,
 )
 
 

@@ -46,6 +46,7 @@ from dialgw.store.records import (
     Session,
     SessionEvent,
 )
+from dialgw.store.groupcommit import GroupCommit
 from dialgw.store.schema import DATA_TABLES, MIGRATIONS
 
 log = Logger()
@@ -287,11 +288,18 @@ class Store(_Outbox):
         self._pool = pool
         self._dialect = dialect
         self._closed = False
+        self.group_commit = (
+            GroupCommit(pool, dialect.begin_read, dialect.begin_write) if dialect.group_commit else None
+        )
 
     # --- plumbing
 
     def _run(self, write: bool, interaction: Callable[..., T], *args: Any) -> Deferred[T]:
-        """Run ``interaction(txn, *args)`` as one transaction."""
+        """Run ``interaction(txn, *args)`` as one transaction, or as one
+        savepoint of a shared transaction (group commit, SQLite); either
+        way the Deferred fires after the commit."""
+        if self.group_commit is not None:
+            return self.group_commit.run(write, interaction, *args)
 
         def transaction(txn: Txn) -> T:
             begin = self._dialect.begin_write if write else self._dialect.begin_read
