@@ -159,6 +159,17 @@ class DeliveryTests(SenderTestCase):
         (event,) = await self.events(session)
         self.assertEqual((event.attempts, event.last_error), (1, "HTTP 410"))
 
+    async def test_a_redirect_is_not_followed(self) -> None:
+        # A 307 would make a client that follows redirects POST the signed
+        # webhook to wherever the receiver points (another host, an
+        # internal address): it fails the event instead, like any 3xx.
+        self.receiver.script = lambda r: (307, {"Location": self.url + "/elsewhere"})
+        session = await self.session()
+        await self.settled(lambda: self._state(session, 0, "failed"))
+        self.assertEqual(len(self.receiver.received), 1)
+        (event,) = await self.events(session)
+        self.assertEqual((event.attempts, event.last_error), (1, "HTTP 307"))
+
     async def test_a_receiver_that_never_answers_times_out_and_is_retried(self) -> None:
         answers = iter([None])
         self.receiver.script = lambda r: next(answers, (200, {}))

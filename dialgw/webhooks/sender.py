@@ -280,7 +280,12 @@ class WebhookSender(Service):
         )
 
         async def post():
-            response = await self._http.post(delivery.webhook_url, data=body, headers=headers)
+            # Redirects are not followed (a 3xx fails the event): a receiver
+            # must not be able to point signed webhooks elsewhere. The body
+            # is drained below, not buffered.
+            response = await self._http.post(
+                delivery.webhook_url, data=body, headers=headers, allow_redirects=False, unbuffered=True
+            )
             # Drain the body (bounded by the same timeout) so the connection
             # goes back to the pool.
             await treq.collect(response, _discard)
