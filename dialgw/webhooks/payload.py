@@ -12,8 +12,9 @@ from dialgw.timefmt import rfc3339
 HANGUP_EVENT = "call.hangup"
 
 
-def _encode(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+def _encode(fields: dict[str, Any]) -> str:
+    """A JSON object, compact, non-ASCII kept as is, keys in their given order."""
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
 def webhook_body(
@@ -27,21 +28,19 @@ def webhook_body(
     """
     if not metadata_json.strip():
         raise ValueError("metadata_json is empty")
-    fields: list[tuple[str, str]] = [
-        ("id", _encode(event.event_id)),
-        ("event", _encode(event.event)),
-        ("session_uuid", _encode(event.session_uuid)),
-        ("sequence", _encode(event.sequence)),
-        ("occurred_at", _encode(rfc3339(event.occurred_at))),
-        ("status", _encode(event.status)),
-        ("to", _encode(to_number)),
-        ("from", _encode(from_number)),
-        ("metadata", metadata_json),
-    ]
+    head = _encode({
+        "id": event.event_id,
+        "event": event.event,
+        "session_uuid": event.session_uuid,
+        "sequence": event.sequence,
+        "occurred_at": rfc3339(event.occurred_at),
+        "status": event.status,
+        "to": to_number,
+        "from": from_number,
+    })
+    tail = "}"
     if event.event == HANGUP_EVENT:
         # SPEC: duration is seconds answered, 0 if the call was never answered.
         duration = event.duration_sec if event.duration_sec is not None else 0
-        fields.append(("hangup_cause", _encode(event.hangup_cause)))
-        fields.append(("duration_sec", _encode(duration)))
-    text = "{" + ",".join(f"{_encode(name)}:{value}" for name, value in fields) + "}"
-    return text.encode("utf-8")
+        tail = "," + _encode({"hangup_cause": event.hangup_cause, "duration_sec": duration})[1:]
+    return (head[:-1] + ',"metadata":' + metadata_json + tail).encode("utf-8")
