@@ -219,6 +219,24 @@ class AppTests(StoreTests):
         await self.store.update_app(app.app_id, enabled=False)
         self.assertIsNone(await self.store.authenticate(app.app_id, api_key), "disabled app")
 
+    async def test_authenticate_for_session(self) -> None:
+        app, api_key = await self.new_app()
+        other, other_key = await self.new_app("other")
+        mine, theirs = new_session(app.app_id), new_session(other.app_id)
+        for session in (mine, theirs):
+            await self.store.create_session(session, NOW, None)
+        found_app, found = await self.store.authenticate_for_session(app.app_id, api_key, mine.session_uuid)
+        self.assertEqual((found_app, found.session_uuid, found.status), (app, mine.session_uuid, "dialing"))
+        self.assertEqual(await self.store.authenticate_for_session(app.app_id, api_key, theirs.session_uuid),
+                         (app, None))
+        self.assertEqual(await self.store.authenticate_for_session(app.app_id, api_key, "acW68-nope"),
+                         (app, None))
+        self.assertEqual(await self.store.authenticate_for_session(app.app_id, other_key, mine.session_uuid),
+                         (None, None))
+        await self.store.update_app(app.app_id, enabled=False)
+        self.assertEqual(await self.store.authenticate_for_session(app.app_id, api_key, mine.session_uuid),
+                         (None, None))
+
     async def test_rotate_key_replaces_the_old_key(self) -> None:
         app, old = await self.new_app()
         new = await self.store.rotate_key(app.app_id)

@@ -174,23 +174,32 @@ class DialAPI:
             log.failure("request {request_id} failed", request_id=rid)
             return self._error(request, INTERNAL_ERROR)
 
-    async def _authenticate(self, request: IRequest):
+    def _credentials(self, request: IRequest) -> tuple[str, str]:
         app_id = _header(request, b"x-app-id")
         api_key = _header(request, b"x-api-key")
         if not app_id or not api_key:
             raise UNAUTHORIZED
-        app = await self._store.authenticate(app_id, api_key)
+        return app_id, api_key
+
+    def _authenticated(self, request: IRequest, app: Any):
         if app is None:
             raise UNAUTHORIZED
         request.dialgw_app_id = app.app_id  # for the request's log line
         return app
 
+    async def _authenticate(self, request: IRequest):
+        app_id, api_key = self._credentials(request)
+        return self._authenticated(request, await self._store.authenticate(app_id, api_key))
+
     async def _own_session(self, request: IRequest, session_uuid: str) -> tuple[Any, Session]:
-        app = await self._authenticate(request)
+        """The app and its session: 401 before 404, one database round trip."""
         if _SESSION_UUID.fullmatch(session_uuid) is None:
+            await self._authenticate(request)
             raise NOT_FOUND
-        session = await self._store.get_session(session_uuid)
-        if session is None or session.app_id != app.app_id:
+        app_id, api_key = self._credentials(request)
+        app, session = await self._store.authenticate_for_session(app_id, api_key, session_uuid)
+        app = self._authenticated(request, app)
+        if session is None:
             raise NOT_FOUND
         return app, session
 

@@ -455,17 +455,33 @@ class Store(_Outbox):
         The key is hashed and compared in constant time whether or not the
         app exists.
         """
+        return self._run(False, self._authenticate, app_id, hash_api_key(api_key))
+
+    def authenticate_for_session(self, app_id: str, api_key: str,
+                                 session_uuid: str) -> Deferred[tuple[App | None, Session | None]]:
+        """`authenticate`, and the session if that app owns it, in one transaction.
+
+        ``(None, None)`` when the app does not authenticate; ``(app, None)``
+        when the session is unknown or another app's.
+        """
         presented = hash_api_key(api_key)
 
-        def authenticate(txn: Txn) -> App | None:
-            row = self._one(txn, "SELECT api_key_hash, enabled FROM apps WHERE app_id = ?", (app_id,))
-            stored, enabled = row if row is not None else (_DUMMY_HASH, 0)
-            matches = hmac.compare_digest(presented.encode("ascii"), stored.encode("ascii"))
-            if row is None or not matches or not enabled:
-                return None
-            return self._get_app(txn, app_id)
+        def own(txn: Txn) -> tuple[App | None, Session | None]:
+            app = self._authenticate(txn, app_id, presented)
+            if app is None:
+                return None, None
+            session = self._get_session(txn, session_uuid)
+            return app, session if session is not None and session.app_id == app.app_id else None
 
-        return self._run(False, authenticate)
+        return self._run(False, own)
+
+    def _authenticate(self, txn: Txn, app_id: str, presented: str) -> App | None:
+        row = self._one(txn, "SELECT api_key_hash, enabled FROM apps WHERE app_id = ?", (app_id,))
+        stored, enabled = row if row is not None else (_DUMMY_HASH, 0)
+        matches = hmac.compare_digest(presented.encode("ascii"), stored.encode("ascii"))
+        if row is None or not matches or not enabled:
+            return None
+        return self._get_app(txn, app_id)
 
     def list_apps(self) -> Deferred[list[App]]:
         """All apps, oldest first."""
@@ -666,12 +682,11 @@ class Store(_Outbox):
 
     def get_session(self, session_uuid: str) -> Deferred[Session | None]:
         """The session, or None."""
+        return self._run(False, self._get_session, session_uuid)
 
-        def get(txn: Txn) -> Session | None:
-            row = self._one(txn, f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_uuid = ?", (session_uuid,))
-            return _session(row) if row is not None else None
-
-        return self._run(False, get)
+    def _get_session(self, txn: Txn, session_uuid: str) -> Session | None:
+        row = self._one(txn, f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_uuid = ?", (session_uuid,))
+        return _session(row) if row is not None else None
 
     def live_node_ids(self) -> Deferred[list[str]]:
         """The gateway nodes that own at least one session not yet ended."""
