@@ -96,6 +96,23 @@ def wrk(url: str, duration: float, connections: int, env: dict[str, str]) -> dic
     return result
 
 
+def wait_for_empty_outbox(base: str, timeout: float = 180.0) -> None:
+    """Until /metrics shows no webhook waiting.
+
+    The gauge is refreshed every 10 s: the first reading that counts is one
+    taken after the run ended.
+    """
+    time.sleep(10.5)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, body = http("GET", base + "/metrics")
+        for line in body.decode().splitlines():
+            if line.startswith("dialgw_webhook_backlog ") and float(line.split()[1]) == 0:
+                return
+        time.sleep(0.5)
+    raise SystemExit("the webhook outbox did not drain")
+
+
 def stop(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGTERM)
     try:
@@ -164,6 +181,10 @@ def run_gateway(duration: float, connections: int, warmup: float, profile: str |
             result[kind] = wrk(url, duration, connections, {**env, "BENCH_METHOD": method})
             if spy is not None:
                 spy.wait()
+            if kind == "post":
+                # The GET run measures GETs, not the POST run's webhooks
+                # still going out: wait until the outbox is empty.
+                wait_for_empty_outbox(base)
     finally:
         stop(gateway)
         stop(receiver)
