@@ -34,7 +34,11 @@ BIN = os.path.dirname(sys.executable)
 LUA = os.path.join(HERE, "wrk.lua")
 sys.path.insert(0, HERE)
 
+import profile_summary  # noqa: E402
 from webhooks import RECEIVER  # noqa: E402  (the same 204 receiver)
+
+#: py-spy samples per second with --profile.
+PROFILE_RATE = 250
 
 CONFIG = """\
 [node]
@@ -175,7 +179,7 @@ def run_gateway(duration: float, connections: int, warmup: float, profile: str |
                 # py-spy samples the gateway during this run (collapsed stacks).
                 spy = subprocess.Popen(
                     [os.path.join(BIN, "py-spy"), "record", "--pid", str(gateway.pid), "--format", "raw",
-                     "--rate", "250", "--duration", str(int(duration)), "--output", f"{profile}-{kind}.txt"],
+                     "--rate", str(PROFILE_RATE), "--duration", str(int(duration)), "--output", f"{profile}-{kind}.txt"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )
             result[kind] = wrk(url, duration, connections, {**env, "BENCH_METHOD": method})
@@ -272,8 +276,9 @@ def main() -> None:
         raise SystemExit("wrk is missing: apt-get install -y wrk (make bench does it)")
     if args.profile:
         result = run_gateway(args.duration, args.connections, args.warmup, args.profile)
-        print(f"POST {result['post']['rps']:.0f} req/s, GET {result['get']['rps']:.0f} req/s; "
-              f"profiles in {args.profile}-post.txt, {args.profile}-get.txt")
+        for kind in ("post", "get"):
+            print(f"\n{kind.upper()} {result[kind]['rps']:.0f} req/s, profile {args.profile}-{kind}.txt")
+            print(profile_summary.report(f"{args.profile}-{kind}.txt", int(args.duration), PROFILE_RATE))
         return
     result = measure(args.duration, args.repeat, args.connections, args.warmup)
     report(result)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 import sqlite3
@@ -106,6 +106,9 @@ class RequestLogTests(OpsTestCase):
         ]
         self.assertEqual(len(text), 1, text)
         self.assertRegex(text[0], rf"^trace-42 {h.app.app_id} GET /api/v1/dial/acW68-0+-0+-4000-8000-0+ 404 [0-9.]+ms$")
+        # Nothing else logs the request (Twisted's own access log is off).
+        mentions = [formatEvent(line) for line in self.lines if "acW68-00000000" in formatEvent(line)]
+        self.assertEqual(len(mentions), 1, mentions)
         everything = repr(self.lines)
         self.assertNotIn(h.key, everything)
         self.assertNotIn(h.app.webhook_secret, everything)
