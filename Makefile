@@ -40,7 +40,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 $(BENCH_STAMP): setup.py
 	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_PY) -m pip install --quiet --upgrade pip
-	$(BENCH_PY) -m pip install --quiet greenswitch genesis
+	$(BENCH_PY) -m pip install --quiet greenswitch genesis py-spy
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

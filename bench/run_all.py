@@ -68,6 +68,9 @@ def main() -> None:
     run("tracking.py", "--json", files["tracking"])
     run("dial_api.py", "--json", files["api"], *(["--duration", "3", "--warmup", "1"] if quick else []))
     hooks = run("webhooks.py", *(["--events", "2000"] if quick else []))
+    # One more gateway run, sampled by py-spy: where the reactor's time goes.
+    profile = run("dial_api.py", "--profile", os.path.join(work, "profile"),
+                  *(["--duration", "3", "--warmup", "1"] if quick else ["--duration", "8"]))
 
     esl = json.load(open(files["esl"]))
     tracking = json.load(open(files["tracking"]))
@@ -115,6 +118,10 @@ def main() -> None:
         "Medians of interleaved runs, all measured side by side in the same run; "
         "figures are for this machine only, the ratios are what to compare.\n\n"
         + table
+        + "\n## Where the dial API's time goes\n\n"
+        "`bench/dial_api.py --profile` (py-spy on the gateway during the POST and GET runs; "
+        "`bench/profile_summary.py` gives each sample of the reactor thread to the part nearest "
+        "the top of its stack):\n\n```\n" + profile.strip() + "\n```\n"
         + "\n## Machine and versions\n\n"
         + "".join(f"- {key}: {value}\n" for key, value in info.items())
         + "\n## How\n\n"
@@ -123,7 +130,7 @@ def main() -> None:
         "`Protocol.handler` over an `asyncio.StreamReader` fed chunk by chunk (no sockets).\n"
         "- Tracking: `bench/tracking.py`, `CallTracker.on_event` with a fake store and links, real events.\n"
         f"- Dial API: `bench/dial_api.py`, wrk -c{api['connections']} for {api['duration']:g} s, one `twistd dialgw` "
-        "with the embedded simulator vs `bench/floor_http.py`.\n"
+        "with the FreeSWITCH simulator in its own process, vs `bench/floor_http.py`.\n"
         "- Webhooks: `bench/webhooks.py`.\n"
     )
     with open(os.path.join(HERE, "RESULTS.md"), "w") as out:
