@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv install clean bench
+.PHONY: run test venv install clean bench soak
 
 venv: $(STAMP)
 
@@ -26,6 +26,13 @@ run: install
 
 test: install
 	$(PY) tests/summary.py --jobs=2 tests
+
+# The long soak (tests/soak.py): SOAK_CALLS calls of every scenario through a
+# whole gateway with ESL cuts and failing webhooks; checks, then prints its
+# figures. `make test` runs a short one (tests/test_soak.py).
+SOAK_CALLS ?= 5000
+soak: install
+	$(PY) -m tests.soak --calls $(SOAK_CALLS)
 
 clean:
 	rm -rf $(VENV) var _trial_temp* build *.egg-info
