@@ -599,6 +599,11 @@ async def run_soak(helpers: Any, *, calls: int = 250, seed: int = 1, rate: float
     (``addCleanup``, ``mktemp``). ``rate`` is dials per clock second; about
     one dial in ``cut_every`` is preceded by an ESL cut (every third one a
     switch restart). Raises `AssertionError` on the first broken promise.
+
+    Run it in a process of its own (`main`, as ``make soak`` and
+    ``tests/test_soak.py`` do): a trial worker under ``--jobs`` keeps every
+    log event of a test until the test ends, and the gateway logs a dozen
+    per call, which the heap check would take for a leak.
     """
     warmup = warmup if warmup is not None else max(50, calls // 10)
     soak = Soak(helpers, calls=calls, seed=seed, rate=rate, warmup=min(warmup, calls // 2),
@@ -641,13 +646,17 @@ class Scratch:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tests.soak [--calls N] [--seed S] [--rate R]``: run, print the figures."""
+    """``python -m tests.soak [--calls N] [--seed S] ...``: run, print the figures.
+
+    Exits with status 1 (and the failed check on stderr) if a check fails.
+    """
     parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rate", type=float, default=10.0, help="dials per clock second")
     parser.add_argument("--cut-every", type=int, default=100, help="about one ESL cut per N dials")
     parser.add_argument("--warmup", type=int, default=None, help="calls before the first heap measure")
+    parser.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
     options = parser.parse_args(argv)
     # Log events are counted by the soak, not kept: an unstarted log system
     # would buffer them, and that buffer would look like a leak.
@@ -670,6 +679,8 @@ def main(argv: list[str] | None = None) -> None:
         print("soak passed: every session ended once, every webhook delivered in order, memory flat")
         for line in figures.lines():
             print("  " + line)
+        if options.json:
+            print(json.dumps(attrs.asdict(figures)))
 
     task.react(lambda r: Deferred.fromCoroutine(soak(r)))
 
