@@ -471,6 +471,41 @@ class SessionTests(StoreTests):
         self.assertEqual(await self.store.count_live_sessions(self.app.app_id), 2)
         self.assertEqual(await self.store.count_live_sessions("app_unknown"), 0)
 
+    def counted(self, app_id: str) -> int:
+        """The app's live sessions as the database counts them, for comparison."""
+        return self.query(f"SELECT COUNT(*) FROM sessions WHERE app_id = '{app_id}' AND {_LIVE}")[0][0]
+
+    async def test_the_live_count_follows_every_way_a_session_starts_and_ends(self) -> None:
+        other, _ = await self.new_app("other")
+        sessions = [new_session(self.app.app_id) for _ in range(6)] + [new_session(other.app_id)]
+        for session in sessions:
+            await self.store.create_session(session, NOW, None)
+        # A replayed key, a duplicate row and a lost compare-and-set count nothing.
+        key = IdempotencyRecord(self.app.app_id, "k1", "h", sessions[0].session_uuid, 202, "{}", NOW)
+        await self.store.create_session(new_session(self.app.app_id), NOW, key)
+        self.assertIsNotNone(await self.store.create_session(new_session(self.app.app_id), NOW, key))
+        with self.assertRaises(self.integrity_error):
+            await self.store.create_session(sessions[1], NOW, None)
+        await self.store.record_transition(sessions[1].session_uuid, "dialing", "ringing", NOW + 1)
+        await self.store.record_transition(sessions[1].session_uuid, "ringing", "ended", NOW + 2, "NO_ANSWER")
+        await self.store.record_transition(sessions[1].session_uuid, "ringing", "ended", NOW + 2, "NO_ANSWER")
+        await self.store.record_transition(sessions[2].session_uuid, "dialing", "ended", NOW + 2, "USER_BUSY")
+        self.assertEqual(await self.store.count_live_sessions(self.app.app_id), 5)
+        self.assertEqual(await self.store.count_live_sessions(self.app.app_id), self.counted(self.app.app_id))
+        self.assertEqual(await self.store.count_live_sessions(other.app_id), 1)
+
+    async def test_the_migration_counts_the_live_sessions_already_stored(self) -> None:
+        sessions = [new_session(self.app.app_id) for _ in range(3)]
+        for session in sessions:
+            await self.store.create_session(session, NOW, None)
+        await self.store.record_transition(sessions[0].session_uuid, "dialing", "ended", NOW + 1, "USER_BUSY")
+        self.store.close()
+        # The database as migration 2 left it.
+        self.query("ALTER TABLE apps DROP COLUMN live_sessions")
+        self.query("UPDATE schema_version SET version = 2")
+        store = await self.open()
+        self.assertEqual(await store.count_live_sessions(self.app.app_id), 2)
+
 
 class OutboxTests(StoreTests):
     async def setUp(self) -> None:
@@ -930,6 +965,6 @@ class TimeFormatTests(SynchronousTestCase):
 class LiveIndexTests(SQLiteBackend):
     async def test_live_counts_search_the_status_index(self) -> None:
         plan = self.query(
-            "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM sessions WHERE app_id = ? AND " + _LIVE, ("a",)
+            "EXPLAIN QUERY PLAN SELECT session_uuid FROM sessions WHERE node_id = ? AND " + _LIVE, ("a",)
         )
-        self.assertIn("(app_id=? AND status=?)", repr(plan))
+        self.assertIn("(node_id=? AND status=?)", repr(plan))

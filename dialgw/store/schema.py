@@ -95,6 +95,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (event_id, attempt)
         )""",
     ),
+    # 3: each app's count of live sessions, kept in the transactions that
+    # create a session and end one, so that the per-dial max_concurrent
+    # check reads one row instead of counting the app's live calls.
+    (
+        "ALTER TABLE apps ADD COLUMN live_sessions INTEGER NOT NULL DEFAULT 0",
+        "UPDATE apps SET live_sessions = (SELECT COUNT(*) FROM sessions s "
+        "WHERE s.app_id = apps.app_id AND s.status <> 'ended')",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

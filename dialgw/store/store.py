@@ -654,6 +654,8 @@ class Store(_Outbox):
                  None, None, None, None, None, session.request_id),
             )
             self._insert_event(txn, session.session_uuid, 1, "dialing", occurred_at, None, None)
+            self._execute(txn, "UPDATE apps SET live_sessions = live_sessions + 1 WHERE app_id = ?",
+                          (session.app_id,))
             if idempotency is not None:
                 self._execute(
                     txn,
@@ -741,12 +743,15 @@ class Store(_Outbox):
         return self._run(False, live)
 
     def count_live_sessions(self, app_id: str) -> Deferred[int]:
-        """How many of the app's sessions have not ended (on any node)."""
+        """How many of the app's sessions have not ended (on any node).
+
+        One row read: ``apps.live_sessions`` is kept by the transactions
+        that create a session and end one (0 for an unknown app).
+        """
 
         def count(txn: Txn) -> int:
-            row = self._one(txn, f"SELECT COUNT(*) FROM sessions WHERE app_id = ? AND {_LIVE}", (app_id,))
-            assert row is not None
-            return int(row[0])
+            row = self._one(txn, "SELECT live_sessions FROM apps WHERE app_id = ?", (app_id,))
+            return int(row[0]) if row is not None else 0
 
         return self._run(False, count)
 
@@ -778,10 +783,14 @@ class Store(_Outbox):
                 return None
             duration = None
             if to_status == "ended":
-                row = self._one(txn, "SELECT answered_at FROM sessions WHERE session_uuid = ?", (session_uuid,))
-                answered_at = row[0] if row is not None else None
+                row = self._one(txn, "SELECT answered_at, app_id FROM sessions WHERE session_uuid = ?",
+                                (session_uuid,))
+                assert row is not None
+                answered_at, app_id = row
                 duration = int(round(at - answered_at)) if answered_at is not None else 0
                 duration = max(duration, 0)
+                self._execute(txn, "UPDATE apps SET live_sessions = live_sessions - 1 WHERE app_id = ?",
+                              (app_id,))
             row = self._one(txn, "SELECT MAX(sequence) FROM session_events WHERE session_uuid = ?", (session_uuid,))
             sequence = (row[0] or 0) + 1 if row is not None else 1
             return self._insert_event(txn, session_uuid, sequence, to_status, at, cause, duration)
