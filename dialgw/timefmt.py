@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+import time
 
 
 def rfc3339(epoch: float | None) -> str | None:
@@ -12,7 +10,10 @@ def rfc3339(epoch: float | None) -> str | None:
     if epoch is None:
         return None
     # Round to whole milliseconds first so .9996 becomes the next second,
-    # never ".1000".
-    millis = int(round(epoch * 1000))
-    moment = _EPOCH + timedelta(milliseconds=millis)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis % 1000:03d}Z"
+    # never ".1000". (time.gmtime and %-formatting: several times cheaper
+    # than datetime + strftime, and this runs for every GET and webhook.)
+    seconds, millis = divmod(int(round(epoch * 1000)), 1000)
+    t = time.gmtime(seconds)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
+        t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, millis
+    )

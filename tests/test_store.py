@@ -9,12 +9,15 @@ on one database.
 from __future__ import annotations
 
 import calendar
+import datetime
 import os
 import socket
 import sqlite3
 import uuid
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
@@ -960,6 +963,13 @@ class TimeFormatTests(SynchronousTestCase):
         ]
         for value, expected in cases:
             self.assertEqual(rfc3339(value), expected, value)
+
+    @given(st.floats(min_value=0, max_value=253402300799.0))
+    def test_rfc3339_agrees_with_datetime(self, epoch: float) -> None:
+        millis = int(round(epoch * 1000))
+        moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(
+            milliseconds=millis)
+        self.assertEqual(rfc3339(epoch), moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis % 1000:03d}Z")
 
 
 class LiveIndexTests(SQLiteBackend):
