@@ -30,6 +30,7 @@ from dialgw.limits import Limiter, RedisLimiter, make_limiter
 from dialgw.ops import GatewayCollector, Metrics, RequestLog, Root, ops_resources
 from dialgw.pool import NodePool, PoolNode
 from dialgw.store import open_store
+from dialgw.logs import text_log_observer
 from dialgw.webhooks.sender import WebhookSender
 
 log = Logger()
@@ -58,11 +59,16 @@ class GatewayService(MultiService):
     """Opens the store, then starts the ESL connections and the API."""
 
     def __init__(
-        self, settings: Settings, reactor: Any, clock: Any = None, *, daemon: bool = False
+        self, settings: Settings, reactor: Any, clock: Any = None, *, daemon: bool = False,
+        text_log_to_stdout: bool = False,
     ) -> None:
         super().__init__()
         #: Whether this is the process's daemon (signal handlers, stop on failure).
         self.daemon = daemon
+        #: Whether twistd would write its text log to stdout (``--nodaemon``
+        #: without ``--logfile``, ``--syslog`` or ``--logger``): then the
+        #: daemon writes the same lines itself, for less (`dialgw.logs`).
+        self.text_log_to_stdout = text_log_to_stdout
         self.settings = settings
         self.reactor = reactor
         #: Time for every timer (tests pass a `task.Clock`); I/O stays on the reactor.
@@ -89,8 +95,12 @@ class GatewayService(MultiService):
         super().setServiceParent(parent)
         # twistd asks the application for its log observer when it starts
         # logging: `[log] format = json` answers with one JSON object per line.
-        if self.daemon and self.settings.log.format == "json" and hasattr(parent, "setComponent"):
+        if not (self.daemon and hasattr(parent, "setComponent")):
+            return
+        if self.settings.log.format == "json":
             parent.setComponent(ILogObserver, jsonFileLogObserver(sys.stdout, recordSeparator=""))
+        elif self.text_log_to_stdout:
+            parent.setComponent(ILogObserver, text_log_observer(sys.stdout))
 
     def startService(self) -> None:
         super().startService()
@@ -298,4 +308,9 @@ def makeService(options: Options) -> GatewayService:
         # One line, no traceback (SPEC §6).
         sys.stderr.write(f"dialgw: {error}\n")
         raise SystemExit(2) from None
-    return GatewayService(settings, reactor, daemon=True)
+    twistd = getattr(options, "parent", None) or {}
+    to_stdout = bool(
+        twistd.get("nodaemon") and twistd.get("logfile") in (None, "", "-")
+        and not twistd.get("syslog") and not twistd.get("logger")
+    )
+    return GatewayService(settings, reactor, daemon=True, text_log_to_stdout=to_stdout)
