@@ -13,10 +13,12 @@ import uuid
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
-from twisted.trial.unittest import TestCase
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.iweb import IBodyProducer
 
 from dialgw.store import Session, open_sqlite_store
-from dialgw.webhooks.sender import USER_AGENT, WebhookSender
+from dialgw.webhooks.sender import USER_AGENT, BodyProducer, WebhookSender
 from tests.gateway import Harness, poll
 from tests.receiver import start_receiver
 
@@ -100,6 +102,19 @@ class SenderTestCase(TestCase):
                 await deferLater(reactor, 0, lambda: None)
             await deferLater(reactor, 0.001, lambda: None)
         return self.clock.seconds()
+
+
+class BodyProducerTests(SynchronousTestCase):
+    def test_the_body_is_written_at_once(self) -> None:
+        body = b'{"id":"evt_1","metadata":{"x":"\xd7\xa9"}}'
+        producer = BodyProducer(body)
+        self.assertTrue(IBodyProducer.providedBy(producer))
+        self.assertEqual(producer.length, len(body))
+        transport = StringTransport()
+        done = producer.startProducing(transport)
+        # Written before startProducing returned, not on a later turn.
+        self.assertEqual(transport.value(), body)
+        self.assertIsNone(self.successResultOf(done))
 
 
 class DeliveryTests(SenderTestCase):

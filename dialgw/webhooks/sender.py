@@ -22,11 +22,13 @@ from urllib.parse import urlsplit
 import treq
 from treq.client import HTTPClient
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 from dialgw import __version__
 from dialgw.store import AttemptResult, Delivery
@@ -43,6 +45,34 @@ STOP_GRACE_SEC = 2.0
 
 def _discard(_: bytes) -> None:
     pass
+
+
+@implementer(IBodyProducer)
+class BodyProducer:
+    """A request body already in memory, written in one piece.
+
+    treq would wrap bytes in a ``FileBodyProducer``, which writes from a
+    cooperative task on a later reactor turn: the headers and the body of
+    every webhook went out in two writes. This writes the body at once, so
+    a webhook is one write.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        consumer.write(self.body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class WebhookSender(Service):
@@ -284,7 +314,8 @@ class WebhookSender(Service):
             # must not be able to point signed webhooks elsewhere. The body
             # is drained below, not buffered.
             response = await self._http.post(
-                delivery.webhook_url, data=body, headers=headers, allow_redirects=False, unbuffered=True
+                delivery.webhook_url, data=BodyProducer(body), headers=headers, allow_redirects=False,
+                unbuffered=True,
             )
             # Drain the body (bounded by the same timeout) so the connection
             # goes back to the pool.
