@@ -6,6 +6,7 @@ real one against the simulator); the pool is real, over fake node links.
 
 from __future__ import annotations
 
+import hmac
 import json
 
 import attrs
@@ -18,6 +19,7 @@ from dialgw.api.app import DialAPI
 from dialgw.config import RateLimitSettings
 from dialgw.limits import MemoryLimiter
 from dialgw.pool import NodePool, PoolNode
+from dialgw.store import store as store_module
 from tests.support import HTTPClient, listen_http, temp_store
 
 JSON_TYPE = {"Content-Type": "application/json"}
@@ -266,6 +268,57 @@ class SessionTests(APITestCase):
         created = (await self.post()).json()["session_uuid"]
         reply = await self.http.request("GET", f"/api/v1/dial/{created}")
         self.assertEqual((reply.status, reply.json()["error"]), (401, "unauthorized"))
+
+
+class AuthWorkTests(APITestCase):
+    async def test_unknown_app_and_wrong_key_do_the_same_work(self) -> None:
+        """SPEC §1: the same body, and no shortcut that would time apart an
+        unknown app from a wrong key: on every route each hashes the key once
+        and compares it once, in constant time, with a digest of the same length."""
+        session_uuid = (await self.post()).json()["session_uuid"]
+        await self.store.update_app(self.other.app_id, enabled=False)
+        hashed: list[str] = []
+        compared: list[tuple[int, int]] = []
+        hash_api_key, compare_digest = store_module.hash_api_key, hmac.compare_digest
+
+        def counting_hash(api_key: str) -> str:
+            hashed.append(api_key)
+            return hash_api_key(api_key)
+
+        def counting_compare(a, b) -> bool:
+            compared.append((len(a), len(b)))
+            return compare_digest(a, b)
+
+        self.patch(store_module, "hash_api_key", counting_hash)
+        self.patch(hmac, "compare_digest", counting_compare)
+        unknown = "acW68-00000000-0000-4000-8000-000000000000"
+        routes = [
+            ("POST", "/api/v1/dial", 202),
+            ("GET", f"/api/v1/dial/{session_uuid}", 200),
+            ("GET", f"/api/v1/dial/{session_uuid}/events", 200),
+            ("DELETE", f"/api/v1/dial/{unknown}", 404),
+            ("GET", "/api/v1/dial/malformed", 404),
+        ]
+        cases = {
+            "unknown app": ({"X-App-ID": "app_" + "x" * 16, "X-API-Key": self.key}, 401),
+            "wrong key": (self.auth(key=self.other_key), 401),
+            "disabled app": (self.auth(self.other, self.other_key), 401),
+            "right key": (self.auth(), None),
+        }
+        for method, path, success in routes:
+            refusals = set()
+            for name, (headers, status) in cases.items():
+                hashed.clear()
+                compared.clear()
+                body = json.dumps(GOOD).encode() if method == "POST" else None
+                reply = await self.http.request(method, path, {**headers, **JSON_TYPE}, body)
+                what = f"{method} {path}, {name}"
+                self.assertEqual(reply.status, status or success, what)
+                self.assertEqual(hashed, [headers["X-API-Key"]], what)
+                self.assertEqual(compared, [(64, 64)], what)
+                if status == 401:
+                    refusals.add(reply.body)
+            self.assertEqual(len(refusals), 1, (method, path, refusals))
 
 
 class RoutingTests(APITestCase):
