@@ -13,6 +13,7 @@ goes through Twisted's formatter as before.
 
 from __future__ import annotations
 
+import math
 from typing import IO, Any
 
 from twisted.logger import FileLogObserver, formatEventAsClassicLogText, formatTime, timeFormatRFC3339
@@ -28,7 +29,11 @@ class ClassicLogFormat:
     def time(self, when: float | None) -> str:
         if when is None:
             return formatTime(when, timeFormatRFC3339)
-        second = int(when)
+        second = math.floor(when)
+        if when - second >= 0.999999:
+            # datetime rounds to the microsecond, which may carry into the
+            # next second: Twisted's own formatting decides.
+            return formatTime(when, timeFormatRFC3339)
         if second != self._second:
             self._second, self._stamp = second, formatTime(second, timeFormatRFC3339)
         return self._stamp

@@ -64,6 +64,11 @@ class SameLinesTests(SynchronousTestCase):
         theirs, ours = both(event("got {value}", value=value, log_system=system, log_time=when))
         self.assertEqual(ours, theirs)
 
+    def test_a_time_that_rounds_into_the_next_second(self) -> None:
+        for when in (1.9999999, NOW + 0.9999996, 59.9999995):
+            theirs, ours = both(event("x", log_time=when))
+            self.assertEqual(ours, theirs, when)
+
     def test_the_stamp_changes_with_the_second(self) -> None:
         out = io.StringIO()
         observer = text_log_observer(out)
