@@ -27,10 +27,10 @@ from dialgw.config import ConfigError, Settings, load_config
 from dialgw.esl.client import NodeConnection
 from dialgw.cluster import NodePresence
 from dialgw.limits import Limiter, RedisLimiter, make_limiter
+from dialgw.logs import text_log_observer
 from dialgw.ops import GatewayCollector, Metrics, RequestLog, Root, ops_resources
 from dialgw.pool import NodePool, PoolNode
 from dialgw.store import open_store
-from dialgw.logs import text_log_observer
 from dialgw.webhooks.sender import WebhookSender
 
 log = Logger()

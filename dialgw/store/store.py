@@ -34,6 +34,7 @@ from dialgw.store.dialect import (
     sqlite_pool_args,
     valid_dsn,
 )
+from dialgw.store.groupcommit import GroupCommit
 from dialgw.store.records import (
     EVENT_FOR_STATUS,
     IDEMPOTENCY_TTL_SEC,
@@ -46,7 +47,6 @@ from dialgw.store.records import (
     Session,
     SessionEvent,
 )
-from dialgw.store.groupcommit import GroupCommit
 from dialgw.store.schema import DATA_TABLES, MIGRATIONS
 
 log = Logger()
