@@ -143,6 +143,10 @@ class AdoptionTests(ClusterTestCase):
             if session.node_id == "nodeB":
                 break
         self.assertEqual(session.node_id, "nodeB")
+        # The claim is committed before node B's tracker follows the call: a
+        # hangup in between would be an event nobody follows, and the call
+        # would end as vanished (NORMAL_UNSPECIFIED), as the README says.
+        await poll(lambda: self.b.gateway.tracker.get(sid) is not None)
         self.h.simulator.hangup(sid[6:], "NORMAL_CLEARING")  # the far end hangs up
         body = await self.wait_status(self.b, sid, "ended")
         self.assertEqual(body["hangup_cause"], "NORMAL_CLEARING")
