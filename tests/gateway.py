@@ -13,9 +13,9 @@ import os
 from typing import Any, Callable
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import TestCase
 
 from dialgw.calls.machine import STATUSES
 from dialgw.config import parse_config
@@ -155,3 +155,17 @@ class Harness:
     async def history(self, session_uuid: str) -> list[tuple[str, str | None]]:
         events = await self.store.session_events(session_uuid)
         return [(event.status, event.hangup_cause) for event in events]
+
+
+class GatewayTestCase(TestCase):
+    """Each test gets a whole gateway (`Harness`), its simulator and an app."""
+
+    timeout = 60
+    #: ``[api]`` settings of the gateway, beyond the harness's own.
+    api: dict[str, str] | None = None
+
+    async def setUp(self) -> None:
+        self.h = Harness(self)
+        self.sim_port = await self.h.start_simulator()
+        await self.h.start_gateway(self.sim_port, api=self.api)
+        await self.h.create_app()

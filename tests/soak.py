@@ -496,7 +496,6 @@ class Soak:
 
     async def _check(self) -> None:
         h = self.h
-        f = self.figures
         dials = {}
         with open(self.dials_path) as journal:
             for line in journal:

@@ -3,22 +3,11 @@ simulator -> ESL events -> state machine -> store, checked through the API."""
 
 from __future__ import annotations
 
-from twisted.trial.unittest import TestCase
 
-from tests.gateway import NOW, Harness, poll
-
-
-class E2ETestCase(TestCase):
-    timeout = 60
-
-    async def setUp(self) -> None:
-        self.h = Harness(self)
-        self.sim_port = await self.h.start_simulator()
-        await self.h.start_gateway(self.sim_port)
-        await self.h.create_app()
+from tests.gateway import GatewayTestCase, poll
 
 
-class ScenarioTests(E2ETestCase):
+class ScenarioTests(GatewayTestCase):
     async def test_answer_then_remote_hangup(self) -> None:
         h = self.h
         sid = await h.placed("0521000001")
@@ -161,7 +150,7 @@ class ScenarioTests(E2ETestCase):
         self.assertEqual(line.count(b"}"), 1)
 
 
-class ConnectionTests(E2ETestCase):
+class ConnectionTests(GatewayTestCase):
     async def test_no_node_connected_is_503(self) -> None:
         h = self.h
         await h.stop_simulator()
@@ -230,7 +219,7 @@ class ConnectionTests(E2ETestCase):
         await h.dial("0521000001")
 
 
-class RestartTests(E2ETestCase):
+class RestartTests(GatewayTestCase):
     async def test_a_new_gateway_on_the_same_database_adopts_live_calls(self) -> None:
         h = self.h
         sid = await h.placed("0521000006")

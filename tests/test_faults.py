@@ -8,19 +8,11 @@ from __future__ import annotations
 import json
 
 from twisted.internet.defer import Deferred
-from twisted.trial.unittest import TestCase
 
-from tests.gateway import Harness, poll
+from tests.gateway import GatewayTestCase, poll
 
 
-class FaultTestCase(TestCase):
-    timeout = 60
-
-    async def setUp(self) -> None:
-        self.h = Harness(self)
-        self.sim_port = await self.h.start_simulator()
-        await self.h.start_gateway(self.sim_port)
-        await self.h.create_app()
+class FaultTestCase(GatewayTestCase):
 
     def originates(self) -> list[str]:
         return [c for c in self.h.simulator.commands if c.startswith("bgapi originate")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import TestCase
 
 import sqlite3
 
@@ -13,19 +12,13 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.protocol import Factory
 
 from dialgw.store import open_sqlite_store
-from tests.gateway import Harness, poll
+from tests.gateway import GatewayTestCase, poll
 from tests.support import HTTPClient
 
 
-class OpsTestCase(TestCase):
-    timeout = 60
-    api: dict[str, str] | None = None
-
+class OpsTestCase(GatewayTestCase):
     async def setUp(self) -> None:
-        self.h = Harness(self)
-        self.sim_port = await self.h.start_simulator()
-        await self.h.start_gateway(self.sim_port, api=self.api)
-        await self.h.create_app()
+        await super().setUp()
         self.lines: list[dict] = []
         globalLogPublisher.addObserver(self.lines.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.lines.append)

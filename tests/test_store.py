@@ -683,7 +683,7 @@ class PostgreSQLOnlyTests(StoreTests):
         with self.assertRaises(StoreError) as cm:
             await open_postgresql_store(reactor, dsn)
         message = str(cm.exception)
-        self.assertIn(f"cannot open PostgreSQL database nowhere on 127.0.0.1:", message)
+        self.assertIn("cannot open PostgreSQL database nowhere on 127.0.0.1:", message)
         self.assertNotIn("s3cret", message)
         self.assertNotIn("\n", message)
 

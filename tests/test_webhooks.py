@@ -3,7 +3,6 @@ receiver on 127.0.0.1, and a `task.Clock` for every retry and timeout."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sqlite3
