@@ -415,9 +415,11 @@ class Store(_Outbox):
 
     def _get_app(self, txn: Txn, app_id: str) -> App | None:
         row = self._one(txn, f"SELECT {_APP_COLUMNS} FROM apps WHERE app_id = ?", (app_id,))
-        if row is None:
-            return None
-        numbers = self._all(txn, "SELECT number FROM app_caller_ids WHERE app_id = ?", (app_id,))
+        return self._with_caller_ids(txn, row) if row is not None else None
+
+    def _with_caller_ids(self, txn: Txn, row: tuple[Any, ...]) -> App:
+        """The app of an ``_APP_COLUMNS`` row, with its caller-ID allow-list."""
+        numbers = self._all(txn, "SELECT number FROM app_caller_ids WHERE app_id = ?", (row[0],))
         return _app(row, frozenset(n for (n,) in numbers))
 
     def create_app(self, name: str, webhook_url: str, caller_ids: frozenset[str] | set[str] | list[str],
@@ -476,12 +478,14 @@ class Store(_Outbox):
         return self._run(False, own)
 
     def _authenticate(self, txn: Txn, app_id: str, presented: str) -> App | None:
-        row = self._one(txn, "SELECT api_key_hash, enabled FROM apps WHERE app_id = ?", (app_id,))
-        stored, enabled = row if row is not None else (_DUMMY_HASH, 0)
+        # One read of the app's row: its key hash, then the app itself.
+        row = self._one(txn, f"SELECT api_key_hash, {_APP_COLUMNS} FROM apps WHERE app_id = ?", (app_id,))
+        stored = row[0] if row is not None else _DUMMY_HASH
         matches = hmac.compare_digest(presented.encode("ascii"), stored.encode("ascii"))
-        if row is None or not matches or not enabled:
+        if row is None or not matches:
             return None
-        return self._get_app(txn, app_id)
+        app = self._with_caller_ids(txn, row[1:])
+        return app if app.enabled else None
 
     def list_apps(self) -> Deferred[list[App]]:
         """All apps, oldest first."""
