@@ -110,7 +110,7 @@ def main() -> None:
     header = "| what | dialgw | ratio | target | met |\n|---|---|---|---|---|\n"
     table = header + "".join(f"| {a} | {b} | {c} | {d} | {'yes' if e else '**no**'} |\n" for a, b, c, d, e in rows)
     info = machine()
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print("\n== summary\n" + table)
     text = (
         "# Benchmark results\n\n"

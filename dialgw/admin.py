@@ -16,7 +16,8 @@ import json
 import math
 import os
 import sys
-from typing import Any, NoReturn, Sequence, TextIO
+from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred

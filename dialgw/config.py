@@ -11,7 +11,8 @@ from __future__ import annotations
 import configparser
 import math
 import re
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import attrs

@@ -10,7 +10,8 @@ also counts calls the gateway does not own).
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 import attrs
 from twisted.internet.interfaces import IReactorTime

@@ -23,9 +23,9 @@ from dialgw.api.app import DialAPI
 from dialgw.api.http import api_site
 from dialgw.calls import machine
 from dialgw.calls.tracker import CallTracker
+from dialgw.cluster import NodePresence
 from dialgw.config import ConfigError, Settings, load_config
 from dialgw.esl.client import NodeConnection
-from dialgw.cluster import NodePresence
 from dialgw.limits import Limiter, RedisLimiter, make_limiter
 from dialgw.logs import text_log_observer
 from dialgw.ops import GatewayCollector, Metrics, RequestLog, Root, ops_resources

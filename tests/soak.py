@@ -42,8 +42,9 @@ import time
 import traceback
 import urllib.parse
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import attrs
 from twisted.internet import reactor, task

@@ -3,7 +3,6 @@ simulator -> ESL events -> state machine -> store, checked through the API."""
 
 from __future__ import annotations
 
-
 from tests.gateway import GatewayTestCase, poll
 
 

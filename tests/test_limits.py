@@ -13,7 +13,8 @@ still run on a `task.Clock` in every test here.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 from twisted.internet import reactor
@@ -32,8 +33,8 @@ from dialgw.limits import (
 )
 from dialgw.limits.redis_limiter import SCRIPT_SHA1, keys_for, parse_redis_url
 from dialgw.store import App
-from tests.redis_server import RedisServer
 from tests.gateway import poll
+from tests.redis_server import RedisServer
 from tests.support import with_timeout
 
 

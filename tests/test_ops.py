@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from twisted.logger import formatEvent, globalLogPublisher
-
 import sqlite3
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
-
 from twisted.internet.protocol import Factory
+from twisted.logger import formatEvent, globalLogPublisher
 
 from dialgw.store import open_sqlite_store
 from tests.gateway import GatewayTestCase, poll

@@ -37,8 +37,8 @@ from dialgw.store import (
     open_sqlite_store,
 )
 from dialgw.store import store as store_module
-from dialgw.store.store import _LIVE
 from dialgw.store.schema import DATA_TABLES, MIGRATIONS, SCHEMA_VERSION
+from dialgw.store.store import _LIVE
 from dialgw.timefmt import rfc3339
 from tests import pg
 
@@ -967,7 +967,7 @@ class TimeFormatTests(SynchronousTestCase):
     @given(st.floats(min_value=0, max_value=253402300799.0))
     def test_rfc3339_agrees_with_datetime(self, epoch: float) -> None:
         millis = int(round(epoch * 1000))
-        moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(
+        moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(
             milliseconds=millis)
         self.assertEqual(rfc3339(epoch), moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis % 1000:03d}Z")
 

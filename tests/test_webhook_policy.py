@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from dialgw.webhooks.policy import (
@@ -114,7 +115,7 @@ class BackoffTests(SynchronousTestCase):
 class RetryAfterTests(SynchronousTestCase):
     def test_table(self):
         def http_date(epoch):
-            return format_datetime(datetime.fromtimestamp(epoch, timezone.utc), usegmt=True)
+            return format_datetime(datetime.fromtimestamp(epoch, UTC), usegmt=True)
 
         table = [
             ("missing", None, None),

@@ -6,7 +6,8 @@ import base64
 import json
 import time
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from twisted.trial.unittest import SynchronousTestCase
 

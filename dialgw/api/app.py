@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime

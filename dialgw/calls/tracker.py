@@ -17,7 +17,8 @@ Second lines of defence, each ending in a documented hangup cause:
 from __future__ import annotations
 
 import json
-from typing import Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, gatherResults, succeed

@@ -11,7 +11,7 @@ only reads a handful of headers of each.
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import unquote_to_bytes
 
 import attrs

@@ -9,7 +9,7 @@ its reply is still coming and must be consumed, not matched to the next one.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime

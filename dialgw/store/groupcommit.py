@@ -22,7 +22,8 @@ side by side, and a shared transaction would hold row locks longer.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.enterprise import adbapi

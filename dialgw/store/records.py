@@ -5,7 +5,6 @@ from __future__ import annotations
 import attrs
 
 # Statuses, their order and their webhook events are the state machine's.
-from dialgw.calls.machine import EVENT_FOR_STATUS, STATUSES
 
 #: Webhook delivery states of a session event (the outbox).
 DELIVERY_STATES = ("pending", "delivered", "failed")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import re
-from datetime import timezone
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 DELIVERED = "delivered"
@@ -86,7 +86,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
             return None
         if moment.tzinfo is None:
             # "-0000" means UTC with no claim about local time (RFC 5322).
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         try:
             seconds = moment.timestamp() - now
         except (OverflowError, ValueError, OSError):
