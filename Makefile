@@ -61,8 +61,12 @@ bench: $(BENCH_STAMP)
 # directory stay clean) and leaves the .deb, .buildinfo and .changes in dist/.
 # `make check-deb` builds, runs lintian, then installs, runs, removes and
 # purges the package on this machine (root only: it changes the system).
-# Its readiness probe is GET /healthz (503 expected: no FreeSWITCH during the
-# check); before /healthz existed it polled GET /api/v1/dial/x for a 401.
+# It runs the installed daemon with a config of its own: the installed one
+# with free ports picked at run time for the API and FreeSWITCH, so it runs
+# beside a switch on 127.0.0.1:8021 or anything else on the packaged ports.
+# Its readiness probe is GET /healthz (503 expected: nothing listens on the
+# check's FreeSWITCH port); before /healthz existed it polled GET
+# /api/v1/dial/x for a 401.
 DEB_STAGE := build/deb
 
 .PHONY: deb check-deb
