@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dialgw.simulator import tap, wire
 from dialgw.simulator.dialstring import parse_originate, separate
+from dialgw.simulator.server import FreeSwitchSimulator
 from dialgw.simulator.wire import CommandReader, Event
 from tests.test_simulator_support import UUID_RE, SimulatorTestCase, parse_frames
 
@@ -274,7 +275,7 @@ class CommandReplyTests(SimulatorTestCase):
         await client.reply()
         await client.reply()
         self.assertEqual(bytes(self.simulator.received), payload)
-        self.assertEqual(self.simulator.commands, ["auth ClueCon", "api uuid_exists x"])
+        self.assertEqual(list(self.simulator.commands), ["auth ClueCon", "api uuid_exists x"])
 
 
 class EventDeliveryTests(SimulatorTestCase):
@@ -502,8 +503,10 @@ class PluginTests(SynchronousTestCase):
         options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", "--password", "pw"])
         service = tap.makeService(options)
         children = {child.name: child for child in service}  # type: ignore[attr-defined]
+        self.assertEqual(list(children), ["switch", "esl"])  # the switch starts first, stops last
         self.assertIsInstance(children["esl"], StreamServerEndpointService)
-        self.assertIsInstance(children["heartbeat"], tap.HeartbeatService)
-        simulator = children["heartbeat"].simulator
+        simulator = children["switch"]
+        self.assertIsInstance(simulator, FreeSwitchSimulator)
         self.assertEqual(simulator.password, "pw")
+        self.assertFalse(simulator.running)
         simulator.stop()
