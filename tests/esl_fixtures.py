@@ -20,6 +20,11 @@ def shared_fixtures_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "freeswitch"
 
 
+def relative_files(root: Path) -> list[str]:
+    """Every plain file under ``root``, in its folders too, as sorted POSIX paths relative to it."""
+    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file())
+
+
 def capture_names() -> list[str]:
     """Every capture with a .raw file, sorted."""
     return sorted(p.stem for p in fixtures_dir().glob("*.raw"))

@@ -421,6 +421,7 @@ class FixtureCopyTests(SynchronousTestCase):
         shared = fx.shared_fixtures_dir()
         if not shared.is_dir():
             raise SkipTest(f"{shared} is not beside this checkout")
-        for path in sorted(shared.iterdir()):
-            copy = fx.fixtures_dir() / path.name
-            self.assertEqual(copy.read_bytes(), path.read_bytes(), path.name)
+        names = fx.relative_files(shared)
+        self.assertEqual(fx.relative_files(fx.fixtures_dir()), names)
+        for name in names:
+            self.assertEqual((fx.fixtures_dir() / name).read_bytes(), (shared / name).read_bytes(), name)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from twisted.application.service import IServiceMaker
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
 from dialgw.simulator import tap, wire
 from dialgw.simulator.dialstring import parse_originate, separate
+from dialgw.simulator.protocol import ESLServerFactory
+from dialgw.simulator.server import RECORDED_BYTES, RECORDED_COMMANDS, FreeSwitchSimulator, simulator_service
 from dialgw.simulator.wire import CommandReader, Event
 from tests.test_simulator_support import UUID_RE, SimulatorTestCase, parse_frames
 
@@ -274,7 +281,7 @@ class CommandReplyTests(SimulatorTestCase):
         await client.reply()
         await client.reply()
         self.assertEqual(bytes(self.simulator.received), payload)
-        self.assertEqual(self.simulator.commands, ["auth ClueCon", "api uuid_exists x"])
+        self.assertEqual(list(self.simulator.commands), ["auth ClueCon", "api uuid_exists x"])
 
 
 class EventDeliveryTests(SimulatorTestCase):
@@ -502,8 +509,100 @@ class PluginTests(SynchronousTestCase):
         options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", "--password", "pw"])
         service = tap.makeService(options)
         children = {child.name: child for child in service}  # type: ignore[attr-defined]
+        self.assertEqual(list(children), ["switch", "esl"])  # the switch starts first, stops last
         self.assertIsInstance(children["esl"], StreamServerEndpointService)
-        self.assertIsInstance(children["heartbeat"], tap.HeartbeatService)
-        simulator = children["heartbeat"].simulator
+        simulator = children["switch"]
+        self.assertIsInstance(simulator, FreeSwitchSimulator)
         self.assertEqual(simulator.password, "pw")
+        self.assertFalse(simulator.running)
         simulator.stop()
+
+
+class ServiceTests(SynchronousTestCase):
+    """The simulator is a service: nothing runs before it starts or after it stops; its records are bounded."""
+
+    def connection(self, simulator: FreeSwitchSimulator, data: bytes = b"") -> StringTransport:
+        protocol = ESLServerFactory(simulator).buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(data)
+        return transport
+
+    def test_nothing_is_scheduled_until_the_service_starts(self) -> None:
+        clock = Clock()
+        simulator = FreeSwitchSimulator(clock=clock, heartbeat_sec=5)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        simulator.startService()
+        self.assertEqual([call.getTime() for call in clock.getDelayedCalls()], [5.0])
+        simulator.stopService()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_heartbeats_only_while_running(self) -> None:
+        clock = Clock()
+        simulator = FreeSwitchSimulator(clock=clock, heartbeat_sec=5)
+        watcher = self.connection(simulator, b"auth ClueCon\n\nevent plain HEARTBEAT\n\n")
+        clock.advance(10)
+        self.assertNotIn(b"HEARTBEAT", watcher.value())
+        simulator.startService()
+        clock.advance(5)
+        self.assertEqual(watcher.value().count(b"Event-Name: HEARTBEAT"), 1)
+        simulator.stopService()
+        clock.advance(10)
+        self.assertEqual(watcher.value().count(b"Event-Name: HEARTBEAT"), 1)
+
+    def test_stopping_cancels_call_timers_and_auth_timeouts_but_keeps_calls(self) -> None:
+        clock = Clock()
+        simulator = FreeSwitchSimulator(clock=clock)
+        simulator.startService()
+        self.connection(simulator)  # waits for auth: a timeout runs
+        self.connection(simulator, b"auth ClueCon\n\nbgapi originate {origination_uuid=u1}sofia/gateway/t/0521000001 &park()\n\n")
+        self.assertIn("u1", simulator.calls)
+        simulator.stopService()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(list(simulator.calls), ["u1"])
+
+    def test_simulator_service_starts_the_switch_then_listens(self) -> None:
+        memory = MemoryReactor()
+        clock = Clock()
+        service = simulator_service(memory, clock, "tcp:8021:interface=127.0.0.1", heartbeat_sec=5, password="pw")
+        children = {child.name: child for child in service}  # type: ignore[attr-defined]
+        self.assertEqual(list(children), ["switch", "esl"])
+        simulator = children["switch"]
+        self.assertEqual((simulator.password, simulator.heartbeat_sec), ("pw", 5))
+        self.assertEqual((clock.getDelayedCalls(), memory.tcpServers), ([], []))
+        service.startService()
+        self.assertTrue(simulator.running)
+        [(port, factory, _, interface)] = memory.tcpServers
+        self.assertEqual((port, interface), (8021, "127.0.0.1"))
+        self.assertIsInstance(factory, ESLServerFactory)
+        self.assertIs(factory.core, simulator)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        service.stopService()
+        self.assertFalse(simulator.running)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_what_it_records_is_bounded(self) -> None:
+        simulator = FreeSwitchSimulator(clock=Clock())
+        simulator.record(b"a" * RECORDED_BYTES)
+        simulator.record(b"bc")
+        self.assertEqual(len(simulator.received), RECORDED_BYTES)
+        self.assertEqual(bytes(simulator.received[-3:]), b"abc")
+        for number in range(RECORDED_COMMANDS + 2):
+            simulator.record_command(f"api {number}")
+        self.assertEqual(len(simulator.commands), RECORDED_COMMANDS)
+        self.assertEqual((simulator.commands[0], simulator.commands[-1]), ("api 2", f"api {RECORDED_COMMANDS + 1}"))
+
+    def test_the_gateway_does_not_import_the_simulator(self) -> None:
+        """Only a config with [simulator] brings it in (dialgw.service imports it when asked)."""
+        code = (
+            "import sys, dialgw.service\n"
+            "from twisted.application.service import IServiceMaker\n"
+            "from twisted.plugin import getPlugins\n"
+            "makers = [maker.tapname for maker in getPlugins(IServiceMaker)]\n"
+            "assert 'dialgw-simulator' in makers, makers\n"
+            "print(sorted(name for name in sys.modules if name.startswith('dialgw.simulator')))\n"
+        )
+        root = Path(__file__).resolve().parents[1]  # this checkout, not an installed copy
+        done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stdout.strip(), "[]")

@@ -465,7 +465,7 @@ class CaptureFidelityTests(SimulatorTestCase):
 
     def _compare(self, ours: list[ParsedEvent], theirs: list[ParsedEvent]) -> None:
         self.assertEqual(names(ours), names(theirs))
-        for mine, real in zip(ours, theirs):
+        for mine, real in zip(ours, theirs, strict=True):
             for key in self.KEYS:
                 self.assertEqual(mine.get(key), real.get(key), f"{mine.name} {key}")
             self.assertEqual(mine.all("Hangup-Cause"), real.all("Hangup-Cause"), mine.name)

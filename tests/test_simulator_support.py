@@ -20,6 +20,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from dialgw.simulator.protocol import ESLServerFactory
 from dialgw.simulator.server import FreeSwitchSimulator
 from tests.esl_fixtures import fixtures_dir
 
@@ -196,8 +197,10 @@ class SimulatorTestCase(TestCase):
         self.clock = Clock()
         self.clock.advance(1_795_703_214)  # a plausible epoch, as in the captures
         self.simulator = FreeSwitchSimulator(clock=self.clock, **self.simulator_options)  # type: ignore[arg-type]
-        self.addCleanup(self.simulator.stop)
-        self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.simulator.factory())
+        self.simulator.startService()
+        self.addCleanup(self.simulator.stopService)
+        endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        self.port = await endpoint.listen(ESLServerFactory(self.simulator))
         self.addCleanup(self.port.stopListening)
 
     async def connect(self, auth: bool = True, events: str | None = None) -> ESLTestClient:

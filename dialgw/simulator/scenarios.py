@@ -48,7 +48,10 @@ class Scenario:
     no_channel: bool = False
 
 
-_STAY_UP = dict(ring_at=0.2, answer_at=1.0)
+
+def _stay_up(digit: str) -> Scenario:
+    return Scenario(digit, "answer, stay up", ring_at=0.2, answer_at=1.0)
+
 
 SCENARIOS: dict[str, Scenario] = {
     "1": Scenario("1", "answer, far end hangs up", ring_at=0.2, answer_at=1.0, hangup_after_answer=3.0),
@@ -56,11 +59,11 @@ SCENARIOS: dict[str, Scenario] = {
     "3": Scenario("3", "no answer", ring_at=0.2),
     "4": Scenario("4", "early media, then answer", early_media_at=0.2, answer_at=1.5, hangup_after_answer=3.0),
     "5": Scenario("5", "rejected", fail_at=0.5, fail_cause="CALL_REJECTED", fail_sip_status=603),
-    "6": Scenario("6", "answer, stay up", **_STAY_UP),
+    "6": _stay_up("6"),
     "7": Scenario("7", "failure without a channel", fail_cause="DESTINATION_OUT_OF_ORDER", no_channel=True),
-    "8": Scenario("8", "answer, stay up", **_STAY_UP),
-    "9": Scenario("9", "answer, stay up", **_STAY_UP),
-    "0": Scenario("0", "answer, stay up", **_STAY_UP),
+    "8": _stay_up("8"),
+    "9": _stay_up("9"),
+    "0": _stay_up("0"),
 }
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService
 from twisted.python import usage
-
-from dialgw.simulator.server import FreeSwitchSimulator
 
 
 class Options(usage.Options):
@@ -21,41 +18,18 @@ class Options(usage.Options):
     ]
 
 
-class HeartbeatService(Service):
-    """Runs the simulator's heartbeat while the service runs, and stops its timers after."""
-
-    def __init__(self, simulator: FreeSwitchSimulator) -> None:
-        self.simulator = simulator
-
-    def startService(self) -> None:
-        """Start the HEARTBEAT loop."""
-        Service.startService(self)
-        self.simulator.start()
-
-    def stopService(self) -> None:
-        """Stop heartbeats and call timers."""
-        Service.stopService(self)
-        self.simulator.stop()
-
-
 def makeService(options: Options) -> IService:
-    """The ESL listener plus the heartbeat, sharing one :class:`FreeSwitchSimulator`."""
+    """The simulator and its ESL listener (:func:`dialgw.simulator.server.simulator_service`)."""
     from twisted.internet import reactor
-    from twisted.internet.endpoints import serverFromString
 
-    simulator = FreeSwitchSimulator(
-        clock=reactor,  # type: ignore[arg-type]
-        password=options["password"],
+    from dialgw.simulator.server import simulator_service
+
+    return simulator_service(
+        reactor,
+        reactor,
+        options["listen"],
         heartbeat_sec=options["heartbeat"],
+        password=options["password"],
         max_sessions=options["max-sessions"],
         sessions_per_second=options["sessions-per-second"],
     )
-    parent = MultiService()
-    listener = StreamServerEndpointService(serverFromString(reactor, options["listen"]), simulator.factory())
-    listener.setName("esl")
-    listener.setServiceParent(parent)
-    heartbeat = HeartbeatService(simulator)
-    heartbeat.setName("heartbeat")
-    heartbeat.setServiceParent(parent)
-    parent.simulator = simulator  # type: ignore[attr-defined]
-    return parent
