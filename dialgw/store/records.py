@@ -5,6 +5,9 @@ from __future__ import annotations
 import attrs
 
 # Statuses, their order and their webhook events are the state machine's.
+# (Re-exported: the redundant aliases tell ruff and mypy the import is used.)
+from dialgw.calls.machine import EVENT_FOR_STATUS as EVENT_FOR_STATUS
+from dialgw.calls.machine import STATUSES as STATUSES
 
 #: Webhook delivery states of a session event (the outbox).
 DELIVERY_STATES = ("pending", "delivered", "failed")
