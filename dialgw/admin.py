@@ -411,7 +411,6 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
         react(lambda reactor: Deferred.fromCoroutine(command(reactor)))
     except SystemExit as e:
         return int(e.code or 0)
-    return 0  # react always exits; this is for type checkers
 
 
 if __name__ == "__main__":
