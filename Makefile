@@ -1,10 +1,11 @@
-# dialgw: the two commands of the README, plus helpers.
+# dialgw: the two commands of the README, plus helpers (`make lint`: ruff and
+# mypy, also run by `make test`).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv install clean bench soak
+.PHONY: run test lint venv install clean bench soak
 
 venv: $(STAMP)
 
@@ -24,8 +25,21 @@ run: install
 	$(VENV)/bin/dialgw-admin --config etc/dialgw-dev.conf demo-app
 	$(VENV)/bin/twistd --nodaemon --pidfile= dialgw --config etc/dialgw-dev.conf
 
+# `make test` runs `make lint` first, then the whole suite even when lint
+# failed; a lint failure counts as one failure in the closing line
+# (`N passed, N failed`, always the last line) and in the exit status.
 test: install
-	$(PY) tests/summary.py --jobs=2 tests
+	@lint=passed; $(MAKE) --no-print-directory lint || lint=failed; \
+	$(PY) tests/summary.py --lint=$$lint --jobs=2 tests
+
+# `make lint`: ruff on the whole tree, then mypy --strict (with mypy-zope) on
+# dialgw/, both run even when the first fails; both read their settings from
+# pyproject.toml.
+lint: $(STAMP)
+	@status=0; \
+	echo "$(PY) -m ruff check ."; $(PY) -m ruff check . || status=1; \
+	echo "$(PY) -m mypy"; $(PY) -m mypy || status=1; \
+	exit $$status
 
 # The long soak (tests/soak.py): SOAK_CALLS calls of every scenario through a
 # whole gateway with ESL cuts and failing webhooks; checks, then prints its
@@ -35,7 +49,7 @@ soak: install
 	$(PY) -m tests.soak --calls $(SOAK_CALLS)
 
 clean:
-	rm -rf $(VENV) var _trial_temp* build *.egg-info
+	rm -rf $(VENV) var _trial_temp* build *.egg-info .mypy_cache .ruff_cache
 
 # Benchmarks print figures; nothing in `make test` depends on timings.
 # They run in their own venv (bench/.venv) with the ESL peers from PyPI, and

@@ -27,6 +27,17 @@ setup(
             # tests/test_openapi.py: the contract run and docs/openapi.yaml.
             "schemathesis>=4.32,<5",
             "PyYAML>=6.0",
+            # make lint (run by make test): ruff, and mypy --strict with the
+            # zope.interface plugin. mypy-zope supports one mypy series at a
+            # time, and a new ruff or mypy series brings new checks: upgrade
+            # them on purpose, not on install.
+            "ruff>=0.17,<0.18",
+            "mypy>=2.4,<2.5",
+            "mypy-zope>=1.0.17,<1.1",
+            # Hints for the libraries that ship none (Twisted, klein, treq and
+            # prometheus_client ship their own; txredisapi has none at all).
+            "types-psycopg2>=2.9",
+            "types-PyYAML>=6.0",
         ],
     },
     entry_points={"console_scripts": ["dialgw-admin = dialgw.admin:main"]},

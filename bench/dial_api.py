@@ -179,7 +179,8 @@ def run_gateway(duration: float, connections: int, warmup: float, profile: str |
                 # py-spy samples the gateway during this run (collapsed stacks).
                 spy = subprocess.Popen(
                     [os.path.join(BIN, "py-spy"), "record", "--pid", str(gateway.pid), "--format", "raw",
-                     "--rate", str(PROFILE_RATE), "--duration", str(int(duration)), "--output", f"{profile}-{kind}.txt"],
+                     "--rate", str(PROFILE_RATE), "--duration", str(int(duration)),
+                     "--output", f"{profile}-{kind}.txt"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )
             result[kind] = wrk(url, duration, connections, {**env, "BENCH_METHOD": method})

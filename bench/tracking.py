@@ -84,7 +84,7 @@ def call_template() -> tuple[list[bytes], bytes, bytes, list[bytes]]:
     ours = next(e.unique_id for e in events if e.name == "CHANNEL_OUTGOING").encode()
     job = next(e.job_uuid for e in events if e.name == "BACKGROUND_JOB").encode()
     others = sorted({e.unique_id.encode() for e in events if e.unique_id and e.unique_id.encode() != ours})
-    bodies = [fr.body for fr, e in zip(frames, events) if e.name in EVENT_NAMES]
+    bodies = [fr.body for fr, e in zip(frames, events, strict=True) if e.name in EVENT_NAMES]
     return bodies, ours, job, others
 
 
@@ -132,7 +132,7 @@ def run_once(live: int, batch: int) -> dict:
         swap.update({other: str(uuid.uuid4()).encode() for other in others})
         pattern = re.compile(b"|".join(re.escape(k) for k in swap))
         for body in bodies:
-            raw = pattern.sub(lambda m: swap[m.group(0)], body)
+            raw = pattern.sub(lambda m, swap=swap: swap[m.group(0)], body)
             events.append(parse_event(Frame({"Content-Type": "text/event-plain"}, raw)))
     assert len(tracker) == live + batch
     gc.collect()

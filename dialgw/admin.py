@@ -233,15 +233,15 @@ async def execute(store: Store, args: argparse.Namespace, now: float) -> Any:
         )
         if not changes:
             raise AdminError("nothing to update: give --name, --webhook-url, --enable, --disable or a limit", 2)
-        app = await store.update_app(args.app_id, **changes)
-        if app is None:
+        updated = await store.update_app(args.app_id, **changes)
+        if updated is None:
             raise AdminError(f"no app with id {args.app_id}")
-        return app_view(app, now)
+        return app_view(updated, now)
     if command == "rotate-key":
-        api_key = await store.rotate_key(args.app_id)
-        if api_key is None:
+        new_key = await store.rotate_key(args.app_id)
+        if new_key is None:
             raise AdminError(f"no app with id {args.app_id}")
-        return {"app_id": args.app_id, "api_key": api_key}
+        return {"app_id": args.app_id, "api_key": new_key}
     if command == "rotate-webhook-secret":
         secret = await store.rotate_webhook_secret(args.app_id, now)
         if secret is None:
@@ -411,7 +411,6 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
         react(lambda reactor: Deferred.fromCoroutine(command(reactor)))
     except SystemExit as e:
         return int(e.code or 0)
-    return 0  # react always exits; this is for type checkers
 
 
 if __name__ == "__main__":

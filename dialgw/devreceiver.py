@@ -38,7 +38,7 @@ class WebhookLog(Resource):
     isLeaf = True
 
     def __init__(self, keep: int = KEEP_RECEIVED, logger: Logger = log) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's Resource.__init__ has no hints
         self.log = logger
         #: The last ``keep`` webhooks received: (headers, body), oldest first.
         self.received: deque[tuple[dict[str, str], bytes]] = deque(maxlen=keep)
@@ -59,7 +59,7 @@ class WebhookLog(Resource):
                 size=len(body),
             )
             request.setResponseCode(400)
-            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            request.responseHeaders.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
             return b"body must be a JSON object\n"
         fields = dict(
             event_name=webhook.get("event"),

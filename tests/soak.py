@@ -515,7 +515,7 @@ class Soak:
         for start in range(0, len(sessions), 16):
             chunk = sessions[start:start + 16]
             views = await _gather([self._events(session_uuid) for session_uuid in chunk])
-            for session_uuid, events in zip(chunk, views):
+            for session_uuid, events in zip(chunk, views, strict=True):
                 self._check_session(session_uuid, events, dials[session_uuid])
                 order[session_uuid] = [event["id"] for event in events]
                 for event in events:

@@ -1,7 +1,9 @@
 """Run trial and end with one plain line: ``N passed, N failed, N skipped``.
 
 CI does not read trial's own summary, so ``make test`` runs the suite
-through this wrapper. It exits with trial's exit status.
+through this wrapper. It exits with trial's exit status, or 1 when trial
+passed but ``--lint=failed`` says ``make lint`` did not: the lint run then
+counts as one failure in the closing line, which stays the last line.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ def count(summary: str, name: str) -> int:
 
 
 def main(argv: list[str]) -> int:
+    lint_failed = "--lint=failed" in argv
+    argv = [arg for arg in argv if not arg.startswith("--lint=")]
     command = [sys.executable, "-m", "twisted.trial", *argv]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, errors="replace")
     assert process.stdout is not None
@@ -34,6 +38,10 @@ def main(argv: list[str]) -> int:
         failed = max(failed, 1)
     if status and not failed:
         failed = 1
+    if lint_failed:
+        print("make lint failed: ruff's or mypy's findings are printed before the tests")
+        failed += 1
+        status = status or 1
     line = f"{passed} passed, {failed} failed"
     if skipped:
         line += f", {skipped} skipped"

@@ -35,7 +35,7 @@ def event(log_format: str | None, **fields) -> dict:
 class SameLinesTests(SynchronousTestCase):
     def test_the_lines_of_every_kind_of_event(self) -> None:
         try:
-            1 / 0
+            raise ZeroDivisionError("division by zero")
         except ZeroDivisionError:
             failure = Failure()
         cases = {
