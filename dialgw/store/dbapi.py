@@ -67,7 +67,7 @@ def column_names(cursor: Cursor) -> tuple[str, ...]:
     mapping would silently keep only the last of two."""
     if cursor.description is None:
         raise ValueError("the last statement returned no rows")
-    names = tuple(column[0] for column in cursor.description)
+    names = tuple([column[0] for column in cursor.description])
     if len(set(names)) != len(names):
         raise ValueError(f"a query selects one column name twice: {names}")
     return names

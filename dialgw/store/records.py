@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -92,11 +93,13 @@ class Session:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Session:
         """The session of a ``sessions`` row (`SESSION_COLUMNS`)."""
-        return cls(**{name: row[name] for name in SESSION_COLUMNS})
+        return cls(*_session_values(row))
 
 
 #: The ``sessions`` columns: one per `Session` field, of the same name.
 SESSION_COLUMNS = tuple(field.name for field in attrs.fields(Session))
+# The values of those columns, by name, in field order (itemgetter: in C).
+_session_values = operator.itemgetter(*SESSION_COLUMNS)
 
 
 @attrs.frozen
@@ -120,11 +123,12 @@ class SessionEvent:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> SessionEvent:
         """The event of a ``session_events`` row (`EVENT_COLUMNS`)."""
-        return cls(**{name: row[name] for name in EVENT_COLUMNS})
+        return cls(*_event_values(row))
 
 
 #: The ``session_events`` columns: one per `SessionEvent` field, of the same name.
 EVENT_COLUMNS = tuple(field.name for field in attrs.fields(SessionEvent))
+_event_values = operator.itemgetter(*EVENT_COLUMNS)
 
 
 @attrs.frozen
@@ -142,7 +146,7 @@ class IdempotencyRecord:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> IdempotencyRecord:
         """The record of an ``idempotency_keys`` row (`IDEMPOTENCY_COLUMNS`)."""
-        return cls(**{field: row[column] for field, column in _IDEMPOTENCY_FIELDS.items()})
+        return cls(*_idempotency_values(row))
 
     def to_row(self) -> dict[str, Any]:
         """The ``idempotency_keys`` row of this record, by column name."""
@@ -156,6 +160,7 @@ _IDEMPOTENCY_FIELDS = {
 }
 #: The ``idempotency_keys`` columns.
 IDEMPOTENCY_COLUMNS = tuple(_IDEMPOTENCY_FIELDS.values())
+_idempotency_values = operator.itemgetter(*IDEMPOTENCY_COLUMNS)
 
 
 @attrs.frozen
