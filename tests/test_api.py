@@ -19,7 +19,7 @@ from dialgw.api.app import DialAPI
 from dialgw.config import RateLimitSettings
 from dialgw.limits import MemoryLimiter
 from dialgw.pool import NodePool, PoolNode
-from dialgw.store import store as store_module
+from dialgw.store import apps as store_module
 from tests.support import HTTPClient, listen_http, temp_store
 
 JSON_TYPE = {"Content-Type": "application/json"}

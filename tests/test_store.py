@@ -32,13 +32,15 @@ from dialgw.store import (
     Store,
     StoreError,
     StoreNotEmptyError,
+    dbapi,
     hash_api_key,
+    maintenance,
     open_postgresql_store,
     open_sqlite_store,
 )
-from dialgw.store import store as store_module
+from dialgw.store.records import SESSION_COLUMNS
 from dialgw.store.schema import DATA_TABLES, MIGRATIONS, SCHEMA_VERSION
-from dialgw.store.store import _LIVE
+from dialgw.store.sessions import LIVE
 from dialgw.timefmt import rfc3339
 from tests import pg
 
@@ -165,14 +167,14 @@ class OpenTests(StoreTests):
 
     async def test_new_migration_applies_on_reopen(self) -> None:
         self.store.close()
-        self.patch(store_module, "MIGRATIONS", MIGRATIONS + (("CREATE TABLE extra (x INTEGER)",),))
+        self.patch(maintenance, "MIGRATIONS", MIGRATIONS + (("CREATE TABLE extra (x INTEGER)",),))
         await self.open()
         self.assertEqual(self.query("SELECT version FROM schema_version"), [(SCHEMA_VERSION + 1,)])
         self.assertEqual(self.query("SELECT COUNT(*) FROM extra"), [(0,)])
 
     async def test_failed_migration_changes_nothing(self) -> None:
         self.store.close()
-        self.patch(store_module, "MIGRATIONS", MIGRATIONS + (("CREATE TABLE extra (x INTEGER)", "NOT SQL"),))
+        self.patch(maintenance, "MIGRATIONS", MIGRATIONS + (("CREATE TABLE extra (x INTEGER)", "NOT SQL"),))
         with self.assertRaises(StoreError):
             await self.open_unmanaged()
         self.assertEqual(self.query("SELECT version FROM schema_version"), [(SCHEMA_VERSION,)])
@@ -188,6 +190,14 @@ class OpenTests(StoreTests):
     async def test_data_tables_are_every_table(self) -> None:
         # The copy between backends copies DATA_TABLES: a new table must be listed.
         self.assertEqual(self.tables(), {*DATA_TABLES, "schema_version"})
+
+    async def test_every_transaction_is_named(self) -> None:
+        self.assertEqual(self.store.interactions, {"migrate": 1})
+        app, _ = await self.new_app()
+        await gatherResults([self.store.get_app(app.app_id), self.store.get_app(app.app_id),
+                             self.store.count_pending_events()])
+        self.assertEqual(self.store.interactions,
+                         {"migrate": 1, "create_app": 1, "get_app": 2, "count_pending_events": 1})
 
 
 class AppTests(StoreTests):
@@ -476,7 +486,7 @@ class SessionTests(StoreTests):
 
     def counted(self, app_id: str) -> int:
         """The app's live sessions as the database counts them, for comparison."""
-        return self.query(f"SELECT COUNT(*) FROM sessions WHERE app_id = '{app_id}' AND {_LIVE}")[0][0]
+        return self.query(f"SELECT COUNT(*) FROM sessions WHERE app_id = '{app_id}' AND {LIVE}")[0][0]
 
     async def test_the_live_count_follows_every_way_a_session_starts_and_ends(self) -> None:
         other, _ = await self.new_app("other")
@@ -972,9 +982,36 @@ class TimeFormatTests(SynchronousTestCase):
         self.assertEqual(rfc3339(epoch), moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis % 1000:03d}Z")
 
 
+class RowTests(SynchronousTestCase):
+    """Rows are read by column name, never by position."""
+
+    def cursor(self, sql: str) -> sqlite3.Cursor:
+        db = sqlite3.connect(":memory:")
+        self.addCleanup(db.close)
+        return db.execute(sql)
+
+    def test_rows_map_column_names_to_values(self) -> None:
+        self.assertEqual(dbapi.rows(self.cursor("SELECT 1 AS a, 'x' AS b UNION ALL SELECT 2, 'y'")),
+                         [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}])
+        self.assertEqual(dbapi.row(self.cursor("SELECT 1 AS a, 'x' AS b")), {"a": 1, "b": "x"})
+        self.assertIsNone(dbapi.row(self.cursor("SELECT 1 AS a WHERE 0")))
+
+    def test_a_column_name_selected_twice_is_refused(self) -> None:
+        with self.assertRaises(ValueError):
+            dbapi.rows(self.cursor("SELECT 1 AS a, 2 AS a"))
+
+    def test_records_are_built_by_name_whatever_the_column_order(self) -> None:
+        session = new_session("app_x")
+        row = {name: getattr(session, name) for name in reversed(SESSION_COLUMNS)}
+        self.assertEqual(Session.from_row(row), session)
+        record = idem("app_x", "k", session.session_uuid)
+        self.assertEqual(IdempotencyRecord.from_row(dict(reversed(record.to_row().items()))), record)
+        self.assertEqual(record.to_row()["idempotency_key"], "k")
+
+
 class LiveIndexTests(SQLiteBackend):
     async def test_live_counts_search_the_status_index(self) -> None:
         plan = self.query(
-            "EXPLAIN QUERY PLAN SELECT session_uuid FROM sessions WHERE node_id = ? AND " + _LIVE, ("a",)
+            "EXPLAIN QUERY PLAN SELECT session_uuid FROM sessions WHERE node_id = ? AND " + LIVE, ("a",)
         )
         self.assertIn("(node_id=? AND status=?)", repr(plan))

@@ -2,17 +2,18 @@
 
 Open it with `open_store` from ``[database]`` settings (or
 `open_sqlite_store` / `open_postgresql_store`); every `Store` method
-returns a Deferred.
+returns a Deferred. `Store` combines one store per domain (apps,
+sessions, events, idempotency, maintenance), each over `StoreBase`.
 """
 
 from __future__ import annotations
 
+from dialgw.store.apps import UNSET, hash_api_key
+from dialgw.store.base import SchemaTooNewError, StoreBase, StoreError, StoreNotEmptyError
 from dialgw.store.records import (
     DELIVERY_STATES,
-    EVENT_FOR_STATUS,
     IDEMPOTENCY_TTL_SEC,
     PREVIOUS_SECRET_TTL_SEC,
-    STATUSES,
     App,
     AttemptResult,
     Delivery,
@@ -21,12 +22,7 @@ from dialgw.store.records import (
     SessionEvent,
 )
 from dialgw.store.store import (
-    UNSET,
-    SchemaTooNewError,
     Store,
-    StoreError,
-    StoreNotEmptyError,
-    hash_api_key,
     open_postgresql_store,
     open_sqlite_store,
     open_store,
@@ -37,15 +33,14 @@ __all__ = [
     "AttemptResult",
     "Delivery",
     "DELIVERY_STATES",
-    "EVENT_FOR_STATUS",
     "IDEMPOTENCY_TTL_SEC",
     "IdempotencyRecord",
     "PREVIOUS_SECRET_TTL_SEC",
-    "STATUSES",
     "SchemaTooNewError",
     "Session",
     "SessionEvent",
     "Store",
+    "StoreBase",
     "StoreError",
     "StoreNotEmptyError",
     "UNSET",

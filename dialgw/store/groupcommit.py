@@ -23,12 +23,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
-from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
+
+from dialgw.store.dbapi import ConnectionPool, Cursor
+
+T = TypeVar("T")
 
 #: The most operations one transaction takes; the rest wait for the next.
 MAX_BATCH = 256
@@ -49,7 +52,7 @@ class _Operation:
 class GroupCommit:
     """Runs store operations in shared transactions on an adbapi pool of one connection."""
 
-    def __init__(self, pool: adbapi.ConnectionPool, begin_read: str | None, begin_write: str | None,
+    def __init__(self, pool: ConnectionPool, begin_read: str | None, begin_write: str | None,
                  max_batch: int = MAX_BATCH) -> None:
         self._pool = pool
         self._begin_read = begin_read
@@ -61,7 +64,7 @@ class GroupCommit:
         self.operations = 0
         self.transactions = 0
 
-    def run(self, write: bool, interaction: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    def run(self, write: bool, interaction: Callable[..., T], *args: Any) -> Deferred[T]:
         """Run ``interaction(txn, *args)`` in the next transaction; fire after its commit."""
         operation = _Operation(write, interaction, args)
         self._queue.append(operation)
@@ -77,7 +80,7 @@ class GroupCommit:
         self.transactions += 1
         self._pool.runInteraction(self._transaction, batch).addBoth(self._committed, batch)
 
-    def _transaction(self, txn: Any, batch: list[_Operation]) -> list[tuple[bool, Any]]:
+    def _transaction(self, txn: Cursor, batch: list[_Operation]) -> list[tuple[bool, Any]]:
         """In the database thread: every operation of ``batch``, one transaction."""
         begin = self._begin_write if any(op.write for op in batch) else self._begin_read
         if begin is not None:
@@ -91,7 +94,7 @@ class GroupCommit:
             try:
                 result = op.interaction(txn, *op.args)
             except Exception:
-                failure = Failure()
+                failure = Failure()  # type: ignore[no-untyped-call]  # twisted's Failure() is unannotated
                 try:
                     txn.execute(_ROLLBACK_TO)
                     txn.execute(_RELEASE)
@@ -115,7 +118,7 @@ class GroupCommit:
             for op in batch:
                 op.done.errback(outcome)
             return
-        for op, (ok, value) in zip(batch, outcome):
+        for op, (ok, value) in zip(batch, outcome, strict=True):
             if ok:
                 op.done.callback(value)
             else:
