@@ -93,9 +93,6 @@ class LiveCall:
     writes: Deferred = attrs.field(factory=lambda: succeed(None))
 
 
-TransitionObserver = Callable[[LiveCall, Transition, float], None]
-
-
 class CallTracker:
     """Follows this gateway node's live sessions on their FreeSWITCH nodes."""
 
@@ -120,8 +117,6 @@ class CallTracker:
         self._by_channel: dict[str, LiveCall] = {}
         self._by_session: dict[str, LiveCall] = {}
         self._by_job: dict[str, LiveCall] = {}
-        self._waiters: dict[tuple[str, str], list[Deferred]] = {}
-        self.observers: list[TransitionObserver] = []
         #: Called whenever the store has a new session event (the webhook
         #: sender wakes up on it instead of waiting for its next poll).
         self.event_listeners: list[Callable[[], None]] = []
@@ -200,7 +195,7 @@ class CallTracker:
         if session.session_uuid in self._by_session:
             return self.hangup(session.session_uuid)
         link = self._links.get(session.fs_node)
-        if link is None or not link.ready or session.status == ENDED:
+        if link is None or not link.ready or session.status not in machine.LIVE_STATUSES:
             return succeed(None)
         cause = "NORMAL_CLEARING" if session.status == ANSWERED else "ORIGINATOR_CANCEL"
         d = link.api(f"uuid_kill {session.channel_uuid} {cause}")
@@ -234,12 +229,6 @@ class CallTracker:
             if call.fs_node not in self._links:
                 self.apply(call, CallSignal(Signal.HANGUP, VANISHED_CAUSE))
         return gatherResults(work) if work else succeed(None)
-
-    def when_status(self, session_uuid: str, status: str) -> Deferred:
-        """Fires once a transition of ``session_uuid`` to ``status`` is stored."""
-        waiter: Deferred = Deferred()
-        self._waiters.setdefault((session_uuid, status), []).append(waiter)
-        return waiter
 
     # -- ESL input ---------------------------------------------------------
 
@@ -475,10 +464,6 @@ class CallTracker:
         def recorded(event):
             if event is not None:
                 self._new_event()
-            for observer in list(self.observers):
-                observer(call, transition, at)
-            for waiter in self._waiters.pop((call.session_uuid, transition.to_status), []):
-                waiter.callback(transition)
 
         def failed(failure: Failure) -> None:
             log.failure(
