@@ -61,7 +61,6 @@ class NodeConnection(Service):
         on_lost: Callable[[NodeConnection], object] | None = None,
         retry_policy: Callable[[int], float] | None = None,
         command_timeout: float = 10.0,
-        event_format: str = "plain",
     ) -> None:
         if heartbeat_sec <= 0:
             raise ValueError("heartbeat_sec must be positive")
@@ -74,12 +73,13 @@ class NodeConnection(Service):
         self.last_heartbeat_at: float | None = None
         self._password = password
         self._event_names = list(event_names)
-        self._event_format = event_format
         self._clock = clock
         self._command_timeout = command_timeout
         self._on_event = on_event
-        self._on_ready = on_ready
-        self._on_lost = on_lost
+        #: Run after every successful (re)connection, and when a ready
+        #: connection goes away.
+        self.on_ready = on_ready
+        self.on_lost = on_lost
         self._policy = retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=30)
         # Failed auth/subscribe attempts in a row; see _prepare for why the
         # retry policy has to be told about them.
@@ -198,7 +198,7 @@ class NodeConnection(Service):
 
         async def setup() -> None:
             await proto.whenAuthenticated()
-            await proto.subscribe(self._event_names, self._event_format)
+            await proto.subscribe(self._event_names)
 
         Deferred.fromCoroutine(setup()).addCallbacks(
             lambda _: self._became_ready(proto, done),
@@ -220,8 +220,8 @@ class NodeConnection(Service):
         self._proto = proto
         log.info("ESL connection to {node} ready", node=self.name)
         done.callback(None)
-        if self._on_ready is not None:
-            maybeDeferred(self._on_ready, self).addErrback(
+        if self.on_ready is not None:
+            maybeDeferred(self.on_ready, self).addErrback(
                 lambda f: log.failure("on_ready for {node} failed", f, node=self.name)
             )
 
@@ -248,9 +248,9 @@ class NodeConnection(Service):
         if self._proto is proto:
             self._proto = None
             log.info("ESL connection to {node} lost: {reason}", node=self.name, reason=str(reason.value))
-            if self._on_lost is not None:
+            if self.on_lost is not None:
                 try:
-                    self._on_lost(self)
+                    self.on_lost(self)
                 except Exception:
                     log.failure("on_lost for {node} failed", node=self.name)
 

@@ -17,7 +17,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from dialgw.esl.frames import ESLProtocolError, Event, Frame, FrameParser, parse_event
+from dialgw.esl.frames import EVENT_PLAIN, ESLProtocolError, Event, Frame, FrameParser, parse_event
 
 __all__ = [
     "ESLAuthError",
@@ -33,7 +33,6 @@ __all__ = [
 log = Logger()
 
 _REPLY_TYPES = frozenset({"command/reply", "api/response"})
-_EVENT_TYPES = frozenset({"text/event-plain", "text/event-json"})
 _FORBIDDEN = ("\r", "\n", "\x00")
 
 
@@ -189,7 +188,7 @@ class ESLClientProtocol(Protocol):
 
     def _dispatch(self, frame: Frame) -> None:
         content_type = frame.content_type
-        if content_type in _EVENT_TYPES:
+        if content_type == EVENT_PLAIN:
             handler = self.on_event
             if handler is not None:
                 try:
@@ -360,14 +359,12 @@ class ESLClientProtocol(Protocol):
         """
         return self.send_command(f"bgapi {command}", {"Job-UUID": job_uuid})
 
-    def subscribe(self, event_names: Sequence[str], fmt: str = "plain") -> Deferred[Frame]:
-        """``event <fmt> NAMES...``; fails with `ESLCommandError` unless +OK."""
-        if fmt not in ("plain", "json"):
-            raise ValueError(f"unsupported event format {fmt!r}")
+    def subscribe(self, event_names: Sequence[str]) -> Deferred[Frame]:
+        """``event plain NAMES...``; fails with `ESLCommandError` unless +OK."""
         names = list(event_names)
         if not names or any(not n or " " in n for n in names):
             raise ValueError(f"bad event names {names!r}")
-        return self.send_command(" ".join(["event", fmt, *names])).addCallback(_expect_ok)
+        return self.send_command(" ".join(["event", "plain", *names])).addCallback(_expect_ok)
 
     def exit(self) -> Deferred[Frame]:
         """``exit``: FreeSWITCH replies +OK bye, says goodbye and closes."""
