@@ -361,7 +361,7 @@ class PropertyTests(SynchronousTestCase):
             wire += data
             expected.append(frame)
         points = sorted({c % (len(wire) + 1) for c in cuts})
-        chunks = [wire[a:b] for a, b in zip([0, *points], [*points, len(wire)])]
+        chunks = [wire[a:b] for a, b in zip([0, *points], [*points, len(wire)], strict=True)]
         self.assertEqual(parse_chunks(chunks), expected)
 
     @settings(max_examples=200, deadline=None)

@@ -32,7 +32,7 @@ class _NodeFactory(Factory):
     def __init__(self, node: NodeConnection) -> None:
         self._node = node
 
-    def buildProtocol(self, addr: IAddress) -> ESLClientProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> ESLClientProtocol:
         return self._node._build_protocol()
 
 
@@ -141,13 +141,13 @@ class NodeConnection(Service):
     # -- service -------------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # twisted's Service is unannotated
         self._watchdog.start(self.heartbeat_sec / 2, now=False)
         self._client.startService()
 
     def stopService(self) -> Deferred[None]:
         """Say ``exit`` if connected, then stop reconnecting and close."""
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # twisted's Service is unannotated
         if self._watchdog.running:
             self._watchdog.stop()
         return Deferred.fromCoroutine(self._stop())
@@ -161,7 +161,7 @@ class NodeConnection(Service):
             # Stopping ClientService in the middle of prepareConnection leaves
             # the connection to close later in a state where ClientService
             # cannot take the notice: close it first and let the machine settle.
-            preparing[0].transport.abortConnection()
+            preparing[0].abort()
             await preparing[2]
         await self._client.stopService()
 
@@ -233,7 +233,7 @@ class NodeConnection(Service):
             error=str(failure.value),
         )
         if proto.is_connected:
-            proto.transport.abortConnection()
+            proto.abort()
 
     def _lost(self, proto: ESLClientProtocol, reason: Failure) -> None:
         if self._current is proto:
@@ -266,7 +266,7 @@ class NodeConnection(Service):
                 node=self.name,
                 silent_for=silent_for,
             )
-            proto.transport.abortConnection()
+            proto.abort()
 
     # -- incoming ------------------------------------------------------------
 
