@@ -4,6 +4,10 @@ client over TCP to the simulator, real HTTP, a real SQLite file.
 I/O runs on the reactor over 127.0.0.1; every timer (the simulator's
 scenarios and heartbeats, the gateway's watchdogs, reconnect backoff) runs
 on one shared `task.Clock` that the test advances.
+
+Waiting for I/O is waiting on what the code reports (`Harness.changes`):
+the tracker's event listeners (a status stored), the node connections'
+``on_ready``/``on_lost``, and every command the simulator receives.
 """
 
 from __future__ import annotations
@@ -16,19 +20,25 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock, deferLater
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.trial.unittest import TestCase
 
 from dialgw.calls.machine import STATUSES
 from dialgw.config import parse_config
+from dialgw.esl.client import NodeConnection
 from dialgw.service import GatewayService
 from dialgw.simulator.server import FreeSwitchSimulator
-from tests.support import HTTPClient
+from tests.support import Changes, HTTPClient
 
 NOW = 1_800_000_000.0
 
 
 async def poll(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Wait (in real time, for I/O only) until ``predicate()`` is true."""
+    """Wait (in real time, for I/O only) until ``predicate()`` is true.
+
+    A last resort for conditions nothing reports; `Changes.until` waits on
+    what the code reports instead.
+    """
     waited = 0.0
     while True:
         value = predicate()
@@ -40,9 +50,48 @@ async def poll(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
         waited += 0.005
 
 
+class _Received(ProtocolWrapper):
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        self.factory.changes()
+
+
+class _Observed(WrappingFactory):
+    """The simulator's factory; ``changes`` hears of every command it receives
+    (the simulator runs a command as it reads it)."""
+
+    protocol = _Received
+
+    def __init__(self, wrapped: Any, changes: Changes) -> None:
+        super().__init__(wrapped)
+        self.changes = changes
+
+
+def _observe_connection(connection: NodeConnection, changes: Changes) -> None:
+    """Tell ``changes`` when ``connection`` becomes ready or is lost."""
+    on_ready, on_lost = connection.on_ready, connection.on_lost
+
+    def ready(node: NodeConnection) -> object:
+        try:
+            return on_ready(node) if on_ready is not None else None
+        finally:
+            changes()
+
+    def lost(node: NodeConnection) -> object:
+        try:
+            return on_lost(node) if on_lost is not None else None
+        finally:
+            changes()
+
+    connection.on_ready, connection.on_lost = ready, lost
+
+
 class Harness:
     def __init__(self, testcase, start: float = NOW) -> None:
         self.testcase = testcase
+        #: Fires its waiters whenever the gateway or the simulator reports a change.
+        self.changes = Changes()
+        testcase.addCleanup(self._no_waiter_left)  # runs last
         self.clock = Clock()
         self.clock.advance(start)
         self.simulator = FreeSwitchSimulator(clock=self.clock, heartbeat_sec=20)
@@ -53,9 +102,15 @@ class Harness:
         self.gateway: GatewayService | None = None
         self.sim_port: Any = None
 
+    def _no_waiter_left(self) -> None:
+        # Every wait removes its waiter, whether it succeeded or gave up.
+        # (The soak's stand-in for a test case has no assertEqual.)
+        if self.changes.waiting:
+            raise AssertionError(f"{self.changes.waiting} waiters outlived their wait")
+
     async def start_simulator(self, port: int = 0) -> int:
         self.sim_port = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(
-            self.simulator.factory()
+            _Observed(self.simulator.factory(), self.changes)
         )
         self.testcase.addCleanup(self.stop_simulator)
         return self.sim_port.getHost().port
@@ -85,6 +140,9 @@ class Harness:
         gateway = GatewayService(settings, reactor, self.clock)
         gateway.startService()
         await gateway.ready
+        gateway.tracker.event_listeners.append(self.changes)
+        for connection in gateway.connections.values():
+            _observe_connection(connection, self.changes)
         self.gateway = gateway
         self.testcase.addCleanup(self.stop_gateway, gateway)
         port = gateway.api_port.getHost().port
@@ -98,8 +156,13 @@ class Harness:
         if gateway is not None and gateway.running:
             await gateway.stopService()
 
+    async def until(self, check: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+        """Wait until ``check()`` (sync or async) is true, re-checked at each change."""
+        return await self.changes.until(check, timeout, what)
+
     async def node_ready(self, name: str = "fs1", ready: bool = True) -> None:
-        await poll(lambda: self.gateway.connections[name].ready == ready)
+        connection = self.gateway.connections[name]
+        await self.until(lambda: connection.ready == ready, what=f"{name} ready={ready}")
 
     @property
     def store(self):
@@ -127,7 +190,7 @@ class Harness:
         session_uuid = (await self.dial(to, **fields)).json()["session_uuid"]
         channel = session_uuid[6:]
         if not to.endswith("7"):
-            await poll(lambda: channel in self.simulator.calls)
+            await self.until(lambda: channel in self.simulator.calls, what=f"channel {channel}")
         return session_uuid
 
     async def get(self, session_uuid: str) -> dict:
@@ -138,13 +201,13 @@ class Harness:
         return await self.http.request("DELETE", f"/api/v1/dial/{session_uuid}", self.auth())
 
     async def status(self, session_uuid: str, status: str, timeout: float = 10.0):
-        """Wait until the session has reached ``status`` (stored)."""
-        waiter = self.gateway.tracker.when_status(session_uuid, status)
-        session = await self.store.get_session(session_uuid)
-        if STATUSES.index(session.status) >= STATUSES.index(status):
-            return session
-        await waiter.addTimeout(timeout, reactor)
-        return await self.store.get_session(session_uuid)
+        """Wait until the session has reached ``status`` (stored); the session."""
+
+        async def reached():
+            session = await self.store.get_session(session_uuid)
+            return session if STATUSES.index(session.status) >= STATUSES.index(status) else None
+
+        return await self.until(reached, timeout, f"{session_uuid} {status}")
 
     async def advance(self, seconds: float, step: float = 0.1) -> None:
         """Move the shared clock forward in small steps, letting I/O run between."""

@@ -11,6 +11,8 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from tests.support import Changes
+
 #: A script answers one request: (status, headers) or None to never answer.
 Script = Callable[["Received"], "tuple[int, dict[str, str]] | None"]
 
@@ -38,6 +40,9 @@ class Receiver(Resource):
         self.script: Script = script or (lambda _: (200, {}))
         self.received: list[Received] = []
         self.hanging: list = []
+        #: Fires its waiters at each arrival: ``await receiver.arrivals.until(
+        #: lambda: len(receiver.received) >= 4)`` instead of polling.
+        self.arrivals = Changes()
 
     def render_POST(self, request):
         headers = {
@@ -46,6 +51,7 @@ class Receiver(Resource):
         }
         item = Received(self.clock.seconds(), headers, request.content.read())
         self.received.append(item)
+        self.arrivals()
         answer = self.script(item)
         if answer is None:
             self.hanging.append(request)

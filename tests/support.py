@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import attrs
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
@@ -68,3 +70,62 @@ async def temp_store(testcase):
 def with_timeout(d: Deferred, seconds: float = 10.0) -> Deferred:
     """A real-time safety net: a test waiting on I/O fails instead of hanging."""
     return d.addTimeout(seconds, reactor)
+
+
+T = TypeVar("T")
+
+
+class Changes:
+    """Wakes tests up when the code under test reports that something happened.
+
+    Hook an instance (it is callable with any arguments) wherever the code
+    already tells of a change: the tracker's event listeners, a node
+    connection's ``on_ready``/``on_lost``, a wrapped protocol's
+    ``dataReceived``. `until` then re-checks its condition on each change
+    instead of polling. A test seam, so it lives with the tests.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: list[Deferred[None]] = []
+
+    def __call__(self, *_: object) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    @property
+    def waiting(self) -> int:
+        """How many waiters wait for the next change (none once `until` returns)."""
+        return len(self._waiters)
+
+    def next(self) -> Deferred[None]:
+        """Fires at the next change; cancelling it forgets it."""
+        waiter: Deferred[None] = Deferred(self._waiters.remove)
+        self._waiters.append(waiter)
+        return waiter
+
+    async def until(
+        self, check: Callable[[], T | Awaitable[T]], timeout: float = 10.0, what: str = ""
+    ) -> T:
+        """The first true value of ``check()`` (sync or async), re-checked at each change.
+
+        Gives up after ``timeout`` seconds of real time: a safety net for a
+        test waiting on I/O, never a pace.
+        """
+        deadline = reactor.seconds() + timeout
+        while True:
+            # Registered before checking: a change while an async check runs
+            # is not missed.
+            changed = self.next()
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                if not changed.called:
+                    changed.cancel()
+                    changed.addErrback(lambda _: None)
+                return value  # type: ignore[return-value]
+            try:
+                await changed.addTimeout(max(0.0, deadline - reactor.seconds()), reactor)
+            except TimeoutError:
+                raise AssertionError(f"gave up waiting for {what or check}") from None

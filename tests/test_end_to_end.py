@@ -3,7 +3,7 @@ simulator -> ESL events -> state machine -> store, checked through the API."""
 
 from __future__ import annotations
 
-from tests.gateway import GatewayTestCase, poll
+from tests.gateway import GatewayTestCase
 
 
 class ScenarioTests(GatewayTestCase):
@@ -132,7 +132,7 @@ class ScenarioTests(GatewayTestCase):
         )
         self.assertEqual(reply.status, 202)
         sid = reply.json()["session_uuid"]
-        await poll(lambda: sid[6:] in h.simulator.calls)
+        await h.until(lambda: sid[6:] in h.simulator.calls)
         sent = bytes(h.simulator.received)
         self.assertNotIn(b"system", sent)
         self.assertNotIn(b"rid", sent)

@@ -16,7 +16,6 @@ from dialgw.esl.frames import (
     Event,
     Frame,
     FrameParser,
-    JsonEvent,
     parse_event,
 )
 
@@ -265,47 +264,15 @@ class ForgeryTests(SynchronousTestCase):
         self.assertEqual(event.get("Caller-Caller-ID-Name"), "caf\ufffd")
 
 
-# The §1.8 BACKGROUND_JOB example as event-json, plus a raw Latin-1 byte and a repeated key.
-JSON_BODY = (
-    b'{"Event-Name":"BACKGROUND_JOB","Core-UUID":"0b3f6c2e-6d1a-4c55-9d0e-8f2a41b7c901",'
-    b'"Job-UUID":"c7709e9c-1517-4b3d-8c5e-25f1b8a1f4e1","Job-Command":"originate",'
-    b'"Caller-Caller-ID-Name":"Jos\xe9","Hangup-Cause":"USER_BUSY","Hangup-Cause":"NORMAL_CLEARING",'
-    b'"Multi":["a","b"],'
-    b'"Content-Length":"41","_body":"+OK 5d0c9a8e-2f61-4b1f-9c3e-7a4b2e1d0f33\\n"}'
-)
-
-
-class JsonEventTests(SynchronousTestCase):
-    def event(self) -> Event:
-        wire = b"Content-Length: %d\nContent-Type: text/event-json\n\n%s" % (len(JSON_BODY), JSON_BODY)
-        (frame,) = parse_all(wire)
-        return parse_event(frame)
-
-    def test_fields(self) -> None:
-        event = self.event()
-        self.assertIsInstance(event, JsonEvent)
-        self.assertEqual(event.name, "BACKGROUND_JOB")
-        self.assertEqual(event.job_uuid, "c7709e9c-1517-4b3d-8c5e-25f1b8a1f4e1")
-        self.assertEqual(event.body, b"+OK 5d0c9a8e-2f61-4b1f-9c3e-7a4b2e1d0f33\n")
-        self.assertEqual(event.content_type, "text/event-json")
-
-    def test_raw_non_utf8_bytes_do_not_break_decoding(self) -> None:
-        self.assertEqual(self.event().get("Caller-Caller-ID-Name"), "Jos\ufffd")
-
-    def test_repeated_keys_keep_every_value(self) -> None:
-        event = self.event()
-        self.assertEqual(event.get("Hangup-Cause"), "USER_BUSY")
-        self.assertEqual(event.get_all("Hangup-Cause"), ["USER_BUSY", "NORMAL_CLEARING"])
-        self.assertEqual(event.get_all("Multi"), ["a", "b"])
-        self.assertEqual(event.headers()["Hangup-Cause"], "USER_BUSY")
-        self.assertNotIn("_body", event.headers())
-
-    def test_bad_json_raises_protocol_error(self) -> None:
-        event = parse_event(Frame({"Content-Type": "text/event-json"}, b"{nope"))
-        self.assertRaises(ESLProtocolError, event.get, "Event-Name")
-
+class ParseEventTests(SynchronousTestCase):
     def test_non_event_frame_is_refused(self) -> None:
         self.assertRaises(ESLProtocolError, parse_event, Frame({"Content-Type": "api/response"}, b"x"))
+
+    def test_only_event_plain_is_an_event(self) -> None:
+        """The gateway subscribes with ``event plain``; no other format is decoded."""
+        for content_type in ("text/event-json", "text/event-xml"):
+            frame = Frame({"Content-Type": content_type}, b'{"Event-Name":"HEARTBEAT"}')
+            self.assertRaises(ESLProtocolError, parse_event, frame)
 
 
 class ParserEdgeTests(SynchronousTestCase):
@@ -394,7 +361,7 @@ class PropertyTests(SynchronousTestCase):
             wire += data
             expected.append(frame)
         points = sorted({c % (len(wire) + 1) for c in cuts})
-        chunks = [wire[a:b] for a, b in zip([0, *points], [*points, len(wire)])]
+        chunks = [wire[a:b] for a, b in zip([0, *points], [*points, len(wire)], strict=True)]
         self.assertEqual(parse_chunks(chunks), expected)
 
     @settings(max_examples=200, deadline=None)

@@ -262,11 +262,13 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(self.h.written(), b"event plain CHANNEL_ANSWER BACKGROUND_JOB HEARTBEAT\n\n")
         self.h.feed(reply("+OK event listener enabled plain"))
         self.successResultOf(d)
-        bad = self.h.proto.subscribe(["NOPE"], fmt="json")
-        self.assertEqual(self.h.written(), b"event json NOPE\n\n")
+        bad = self.h.proto.subscribe(["NOPE"])
+        self.assertEqual(self.h.written(), b"event plain NOPE\n\n")
         self.h.feed(reply("-ERR no keywords supplied"))
         self.failureResultOf(bad, ESLCommandError)
-        self.assertRaises(ValueError, self.h.proto.subscribe, ["A"], fmt="xml")
+        for names in ([], ["A B"], [""]):
+            self.assertRaises(ValueError, self.h.proto.subscribe, names)
+        self.assertEqual(self.h.written(), b"")
 
     def test_exit(self) -> None:
         d = self.h.proto.exit()
@@ -285,10 +287,14 @@ class IncomingFrameTests(SynchronousTestCase):
         self.assertEqual([(e.name, e.unique_id) for e in self.h.events], [("CHANNEL_ANSWER", "abc"), ("CHANNEL_HANGUP", "abc")])
         self.assertEqual(self.h.events[1].get("Hangup-Cause"), "USER_BUSY")
 
-    def test_json_events_are_dispatched(self) -> None:
+    def test_events_in_a_format_never_subscribed_are_ignored(self) -> None:
         body = b'{"Event-Name":"HEARTBEAT","Session-Count":"3"}'
-        self.h.feed(b"Content-Length: %d\nContent-Type: text/event-json\n\n%s" % (len(body), body))
-        self.assertEqual(self.h.events[0].get("Session-Count"), "3")
+        self.h.feed(
+            b"Content-Length: %d\nContent-Type: text/event-json\n\n%s" % (len(body), body)
+            + event_frame("CHANNEL_ANSWER", "abc")
+        )
+        self.assertEqual([(e.name, e.unique_id) for e in self.h.events], [("CHANNEL_ANSWER", "abc")])
+        self.assertFalse(self.h.transport.disconnecting)
 
     def test_content_length_zero_at_end_of_chunk(self) -> None:
         linger = (

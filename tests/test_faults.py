@@ -9,7 +9,8 @@ import json
 
 from twisted.internet.defer import Deferred
 
-from tests.gateway import GatewayTestCase, poll
+from tests.gateway import GatewayTestCase
+from tests.support import Changes
 
 
 class FaultTestCase(GatewayTestCase):
@@ -27,7 +28,7 @@ class LostOriginateTests(FaultTestCase):
             None if name == "originate" else execute(name, arg, deliver)
         )
         sid = (await h.dial("0521000006", timeout_sec=5)).json()["session_uuid"]
-        await poll(lambda: self.originates())
+        await h.until(self.originates)
         await h.advance(9.5, step=0.5)
         self.assertEqual((await h.get(sid))["status"], "dialing")
         await h.advance(1.0, step=0.25)  # timeout_sec + 5 s of grace
@@ -71,7 +72,7 @@ class StoreFailureTests(FaultTestCase):
         rows = await pool.runQuery("SELECT COUNT(*) FROM sessions")
         events = await pool.runQuery("SELECT COUNT(DISTINCT session_uuid) FROM session_events")
         self.assertEqual((rows[0][0], events[0][0]), (accepted, accepted))
-        await poll(lambda: len(self.originates()) == accepted)
+        await h.until(lambda: len(self.originates()) == accepted)
         self.assertEqual(h.gateway.pool.get("fs1").tracked, accepted)
         self.flushLoggedErrors()
 
@@ -167,16 +168,18 @@ class AbuseTests(FaultTestCase):
         from twisted.internet.protocol import Factory, Protocol
 
         closed: list[int] = []
+        closing = Changes()
 
         class Idle(Protocol):
             def connectionLost(self, reason) -> None:
                 closed.append(1)
+                closing()
 
         port = self.h.gateway.api_port.getHost().port
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
         clients = [await endpoint.connect(Factory.forProtocol(Idle)) for _ in range(500)]
         self.addCleanup(lambda: [c.transport.abortConnection() for c in clients if c.transport.connected])
         await self.h.advance(80.0, step=5.0)
-        await poll(lambda: len(closed) == len(clients), timeout=20)
+        await closing.until(lambda: len(closed) == len(clients), timeout=20)
         # The API still answers.
         self.assertEqual((await self.h.http.request("GET", "/healthz")).status, 200)

@@ -22,6 +22,10 @@ ANSWERED = "answered"
 ENDED = "ended"
 
 STATUSES: tuple[str, ...] = (DIALING, RINGING, EARLY_MEDIA, ANSWERED, ENDED)
+#: The statuses of a session that still has (or may get) a call: all but
+#: ``ended``. The one statement of what "live" means; the store's queries of
+#: live sessions spell it from here.
+LIVE_STATUSES: tuple[str, ...] = tuple(status for status in STATUSES if status != ENDED)
 _RANK = {status: rank for rank, status in enumerate(STATUSES)}
 
 #: The webhook event name announcing each status.
@@ -70,11 +74,6 @@ _TARGET = {
 
 #: Used when FreeSWITCH reports an end without naming its cause.
 UNKNOWN_CAUSE = "NORMAL_UNSPECIFIED"
-
-
-def is_live(status: str) -> bool:
-    """Whether a session in ``status`` still has (or may get) a call."""
-    return status != ENDED
 
 
 def is_forward(current: str, target: str) -> bool:

@@ -17,8 +17,8 @@ Second lines of defence, each ending in a documented hangup cause:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -29,6 +29,10 @@ from twisted.python.failure import Failure
 from dialgw.calls import machine
 from dialgw.calls.machine import ANSWERED, DIALING, ENDED, CallSignal, Signal, Transition
 from dialgw.calls.originate import originate_command
+
+if TYPE_CHECKING:
+    from dialgw.esl.frames import Event, Frame
+    from dialgw.store import Session, SessionEvent
 
 log = Logger()
 
@@ -52,9 +56,9 @@ class NodeLink(Protocol):
     @property
     def ready(self) -> bool: ...
 
-    def api(self, command: str) -> Deferred: ...
+    def api(self, command: str) -> Deferred[str]: ...
 
-    def bgapi(self, command: str, job_uuid: str) -> Deferred: ...
+    def bgapi(self, command: str, job_uuid: str) -> Deferred[Frame]: ...
 
 
 class SessionStore(Protocol):
@@ -65,7 +69,7 @@ class SessionStore(Protocol):
         to_status: str,
         at: float,
         hangup_cause: str | None = None,
-    ) -> Deferred: ...
+    ) -> Deferred[SessionEvent | None]: ...
 
 
 class CapacityCounter(Protocol):
@@ -80,7 +84,7 @@ class LiveCall:
 
     session_uuid: str
     channel_uuid: str
-    job_uuid: str
+    job_uuid: str | None
     fs_node: str
     status: str
     timeout_sec: int
@@ -90,10 +94,8 @@ class LiveCall:
     last_at: float = 0.0
     kill_cause: str | None = None
     watchdog: IDelayedCall | None = None
-    writes: Deferred = attrs.field(factory=lambda: succeed(None))
-
-
-TransitionObserver = Callable[[LiveCall, Transition, float], None]
+    #: The store writes of this call, chained so that they happen in order.
+    writes: Deferred[None] = attrs.field(factory=lambda: succeed(None))
 
 
 class CallTracker:
@@ -120,8 +122,6 @@ class CallTracker:
         self._by_channel: dict[str, LiveCall] = {}
         self._by_session: dict[str, LiveCall] = {}
         self._by_job: dict[str, LiveCall] = {}
-        self._waiters: dict[tuple[str, str], list[Deferred]] = {}
-        self.observers: list[TransitionObserver] = []
         #: Called whenever the store has a new session event (the webhook
         #: sender wakes up on it instead of waiting for its next poll).
         self.event_listeners: list[Callable[[], None]] = []
@@ -145,7 +145,7 @@ class CallTracker:
     def live_on(self, fs_node: str) -> list[LiveCall]:
         return [call for call in self._by_channel.values() if call.fs_node == fs_node]
 
-    def track(self, session, *, adopted: bool = False) -> LiveCall:
+    def track(self, session: Session, *, adopted: bool = False) -> LiveCall:
         """Start following a stored session (``session`` is a store `Session`)."""
         call = LiveCall(
             session_uuid=session.session_uuid,
@@ -164,20 +164,21 @@ class CallTracker:
         )
         self._by_channel[call.channel_uuid] = call
         self._by_session[call.session_uuid] = call
-        self._by_job[call.job_uuid] = call
+        if call.job_uuid is not None:
+            self._by_job[call.job_uuid] = call
         if adopted:
             self._pool.adopt(call.fs_node)
         since = call.answered_at if call.status == ANSWERED else session.started_at
         self._arm_watchdog(call, since)
         return call
 
-    def originate(self, session) -> Deferred:
+    def originate(self, session: Session) -> Deferred[None]:
         """Place the call of a freshly stored session. Never fails."""
         call = self.track(session)
         self._new_event()  # the API committed the session.dialing event
         return Deferred.fromCoroutine(self._originate(call, session))
 
-    def hangup(self, session_uuid: str) -> Deferred:
+    def hangup(self, session_uuid: str) -> Deferred[None]:
         """Hang a live session up (DELETE): cancel before answer, clear after.
 
         The kill is remembered: if the channel does not exist yet (the
@@ -190,7 +191,7 @@ class CallTracker:
         call.kill_cause = "NORMAL_CLEARING" if call.status == ANSWERED else "ORIGINATOR_CANCEL"
         return Deferred.fromCoroutine(self._kill(call))
 
-    def hangup_session(self, session) -> Deferred:
+    def hangup_session(self, session: Session) -> Deferred[None]:
         """DELETE of any live session, also one another gateway node follows.
 
         A session this node does not follow is killed straight on its
@@ -200,20 +201,12 @@ class CallTracker:
         if session.session_uuid in self._by_session:
             return self.hangup(session.session_uuid)
         link = self._links.get(session.fs_node)
-        if link is None or not link.ready or session.status == ENDED:
+        if link is None or not link.ready or session.status not in machine.LIVE_STATUSES:
             return succeed(None)
         cause = "NORMAL_CLEARING" if session.status == ANSWERED else "ORIGINATOR_CANCEL"
-        d = link.api(f"uuid_kill {session.channel_uuid} {cause}")
-        d.addErrback(
-            lambda f: log.warn(
-                "uuid_kill of {session_uuid} failed: {error}",
-                session_uuid=session.session_uuid,
-                error=repr(f.value),
-            )
-        )
-        return d
+        return Deferred.fromCoroutine(_uuid_kill(link, session.session_uuid, session.channel_uuid, cause))
 
-    def adopt(self, sessions) -> Deferred:
+    def adopt(self, sessions: Iterable[Session]) -> Deferred[None]:
         """Follow sessions taken over from a dead gateway node.
 
         Their events while nobody followed them are lost, so each is
@@ -233,19 +226,15 @@ class CallTracker:
         for call in calls:
             if call.fs_node not in self._links:
                 self.apply(call, CallSignal(Signal.HANGUP, VANISHED_CAUSE))
-        return gatherResults(work) if work else succeed(None)
-
-    def when_status(self, session_uuid: str, status: str) -> Deferred:
-        """Fires once a transition of ``session_uuid`` to ``status`` is stored."""
-        waiter: Deferred = Deferred()
-        self._waiters.setdefault((session_uuid, status), []).append(waiter)
-        return waiter
+        return gatherResults(work).addCallback(lambda _: None) if work else succeed(None)
 
     # -- ESL input ---------------------------------------------------------
 
-    def on_event(self, link: NodeLink, event) -> None:
+    def on_event(self, link: NodeLink, event: Event) -> None:
         """Handle one ESL event from ``link``; everything not ours is ignored."""
         name = event.name
+        if name is None:
+            return
         if name == "BACKGROUND_JOB":
             call = self._by_job.get(event.get("Job-UUID") or "")
             if call is None:
@@ -300,7 +289,7 @@ class CallTracker:
 
     # -- reconnection --------------------------------------------------------
 
-    def reconcile(self, link: NodeLink) -> Deferred:
+    def reconcile(self, link: NodeLink) -> Deferred[None]:
         """Bring every live session on ``link``'s node up to date with the switch.
 
         Called after each (re)connection: events sent while the gateway was
@@ -337,7 +326,7 @@ class CallTracker:
 
     # -- internals -------------------------------------------------------------
 
-    async def _originate(self, call: LiveCall, session) -> None:
+    async def _originate(self, call: LiveCall, session: Session) -> None:
         link = self._links.get(call.fs_node)
         try:
             command = originate_command(
@@ -352,6 +341,8 @@ class CallTracker:
             )
             if link is None or not link.ready:
                 raise _NotSent(f"node {call.fs_node} is not connected")
+            if call.job_uuid is None:
+                raise _NotSent("the session has no Job-UUID")
         except Exception as error:
             log.warn(
                 "originate of {session_uuid} not sent: {error}",
@@ -384,14 +375,7 @@ class CallTracker:
         link = self._links.get(call.fs_node)
         if link is None or not link.ready or call.kill_cause is None:
             return  # sent again by reconciliation when the node is back
-        try:
-            await link.api(f"uuid_kill {call.channel_uuid} {call.kill_cause}")
-        except Exception as error:
-            log.warn(
-                "uuid_kill of {session_uuid} failed: {error}",
-                session_uuid=call.session_uuid,
-                error=repr(error),
-            )
+        await _uuid_kill(link, call.session_uuid, call.channel_uuid, call.kill_cause)
 
     def _send_kill(self, call: LiveCall) -> None:
         Deferred.fromCoroutine(self._kill(call))
@@ -461,9 +445,10 @@ class CallTracker:
         if self._by_channel.pop(call.channel_uuid, None) is not None:
             self._pool.release(call.fs_node)
         self._by_session.pop(call.session_uuid, None)
-        self._by_job.pop(call.job_uuid, None)
+        if call.job_uuid is not None:
+            self._by_job.pop(call.job_uuid, None)
 
-    def _record(self, call: LiveCall, transition: Transition, at: float) -> Deferred:
+    def _record(self, call: LiveCall, transition: Transition, at: float) -> Deferred[None]:
         d = self._store.record_transition(
             call.session_uuid,
             transition.from_status,
@@ -472,13 +457,9 @@ class CallTracker:
             transition.hangup_cause,
         )
 
-        def recorded(event):
+        def recorded(event: SessionEvent | None) -> None:
             if event is not None:
                 self._new_event()
-            for observer in list(self.observers):
-                observer(call, transition, at)
-            for waiter in self._waiters.pop((call.session_uuid, transition.to_status), []):
-                waiter.callback(transition)
 
         def failed(failure: Failure) -> None:
             log.failure(
@@ -488,15 +469,22 @@ class CallTracker:
                 session_uuid=call.session_uuid,
             )
 
-        d.addCallbacks(recorded, failed)
-        return d
+        return d.addCallbacks(recorded, failed)
 
 
 class _NotSent(Exception):
     pass
 
 
-def _event_time(event) -> float | None:
+async def _uuid_kill(link: NodeLink, session_uuid: str, channel_uuid: str, cause: str) -> None:
+    """Kill a channel; a failure is logged (the watchdog or reconciliation follows up)."""
+    try:
+        await link.api(f"uuid_kill {channel_uuid} {cause}")
+    except Exception as error:
+        log.warn("uuid_kill of {session_uuid} failed: {error}", session_uuid=session_uuid, error=repr(error))
+
+
+def _event_time(event: Event) -> float | None:
     """``Event-Date-Timestamp`` (epoch microseconds) in seconds, if sane."""
     value = event.get("Event-Date-Timestamp")
     if value is None or not value.isdigit():
@@ -504,7 +492,7 @@ def _event_time(event) -> float | None:
     return int(value) / 1_000_000
 
 
-def _channel_rows(text: str) -> dict[str, dict]:
+def _channel_rows(text: str) -> dict[str, dict[str, object]]:
     """``show channels as json`` by uuid; ``{"row_count": 0}`` has no rows."""
     data = json.loads(text)
     rows = data.get("rows") or []

@@ -8,7 +8,6 @@ from dialgw.esl.frames import (
     Event,
     Frame,
     FrameParser,
-    JsonEvent,
     parse_event,
 )
 from dialgw.esl.protocol import (
@@ -33,7 +32,6 @@ __all__ = [
     "Event",
     "Frame",
     "FrameParser",
-    "JsonEvent",
     "NodeConnection",
     "NodeUnavailable",
     "parse_event",

@@ -32,7 +32,7 @@ class _NodeFactory(Factory):
     def __init__(self, node: NodeConnection) -> None:
         self._node = node
 
-    def buildProtocol(self, addr: IAddress) -> ESLClientProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> ESLClientProtocol:
         return self._node._build_protocol()
 
 
@@ -61,7 +61,6 @@ class NodeConnection(Service):
         on_lost: Callable[[NodeConnection], object] | None = None,
         retry_policy: Callable[[int], float] | None = None,
         command_timeout: float = 10.0,
-        event_format: str = "plain",
     ) -> None:
         if heartbeat_sec <= 0:
             raise ValueError("heartbeat_sec must be positive")
@@ -74,12 +73,13 @@ class NodeConnection(Service):
         self.last_heartbeat_at: float | None = None
         self._password = password
         self._event_names = list(event_names)
-        self._event_format = event_format
         self._clock = clock
         self._command_timeout = command_timeout
         self._on_event = on_event
-        self._on_ready = on_ready
-        self._on_lost = on_lost
+        #: Run after every successful (re)connection, and when a ready
+        #: connection goes away.
+        self.on_ready = on_ready
+        self.on_lost = on_lost
         self._policy = retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=30)
         # Failed auth/subscribe attempts in a row; see _prepare for why the
         # retry policy has to be told about them.
@@ -141,13 +141,13 @@ class NodeConnection(Service):
     # -- service -------------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # twisted's Service is unannotated
         self._watchdog.start(self.heartbeat_sec / 2, now=False)
         self._client.startService()
 
     def stopService(self) -> Deferred[None]:
         """Say ``exit`` if connected, then stop reconnecting and close."""
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # twisted's Service is unannotated
         if self._watchdog.running:
             self._watchdog.stop()
         return Deferred.fromCoroutine(self._stop())
@@ -161,7 +161,7 @@ class NodeConnection(Service):
             # Stopping ClientService in the middle of prepareConnection leaves
             # the connection to close later in a state where ClientService
             # cannot take the notice: close it first and let the machine settle.
-            preparing[0].transport.abortConnection()
+            preparing[0].abort()
             await preparing[2]
         await self._client.stopService()
 
@@ -198,7 +198,7 @@ class NodeConnection(Service):
 
         async def setup() -> None:
             await proto.whenAuthenticated()
-            await proto.subscribe(self._event_names, self._event_format)
+            await proto.subscribe(self._event_names)
 
         Deferred.fromCoroutine(setup()).addCallbacks(
             lambda _: self._became_ready(proto, done),
@@ -220,8 +220,8 @@ class NodeConnection(Service):
         self._proto = proto
         log.info("ESL connection to {node} ready", node=self.name)
         done.callback(None)
-        if self._on_ready is not None:
-            maybeDeferred(self._on_ready, self).addErrback(
+        if self.on_ready is not None:
+            maybeDeferred(self.on_ready, self).addErrback(
                 lambda f: log.failure("on_ready for {node} failed", f, node=self.name)
             )
 
@@ -233,7 +233,7 @@ class NodeConnection(Service):
             error=str(failure.value),
         )
         if proto.is_connected:
-            proto.transport.abortConnection()
+            proto.abort()
 
     def _lost(self, proto: ESLClientProtocol, reason: Failure) -> None:
         if self._current is proto:
@@ -248,9 +248,9 @@ class NodeConnection(Service):
         if self._proto is proto:
             self._proto = None
             log.info("ESL connection to {node} lost: {reason}", node=self.name, reason=str(reason.value))
-            if self._on_lost is not None:
+            if self.on_lost is not None:
                 try:
-                    self._on_lost(self)
+                    self.on_lost(self)
                 except Exception:
                     log.failure("on_lost for {node} failed", node=self.name)
 
@@ -266,7 +266,7 @@ class NodeConnection(Service):
                 node=self.name,
                 silent_for=silent_for,
             )
-            proto.transport.abortConnection()
+            proto.abort()
 
     # -- incoming ------------------------------------------------------------
 

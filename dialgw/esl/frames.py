@@ -10,7 +10,6 @@ only reads a handful of headers of each.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from urllib.parse import unquote_to_bytes
 
@@ -21,8 +20,8 @@ __all__ = [
     "Event",
     "Frame",
     "FrameParser",
-    "JsonEvent",
     "parse_event",
+    "EVENT_PLAIN",
     "MAX_BODY",
     "MAX_HEADER_BLOCK",
 ]
@@ -33,6 +32,9 @@ MAX_BODY = 16 * 1024 * 1024
 MAX_HEADER_BLOCK = 64 * 1024
 
 _EOH = b"\n\n"
+
+#: The Content-Type of an event in the one format the gateway subscribes to.
+EVENT_PLAIN = "text/event-plain"
 
 
 class ESLProtocolError(Exception):
@@ -189,9 +191,6 @@ def _decode_value(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-_MISSING = object()
-
-
 class Event:
     """A `text/event-plain` event, decoded lazily.
 
@@ -238,12 +237,12 @@ class Event:
     def get(self, name: str, default: str | None = None) -> str | None:
         """The URL-decoded value of the first `name` header, or `default`."""
         cache = self._cache
-        value = cache.get(name, _MISSING)
-        if value is _MISSING:
+        if name in cache:
+            value = cache[name]
+        else:
             found = self._find_raw(name)
-            value = None if found is None else _decode_value(found[0])
-            cache[name] = value
-        return default if value is None else value  # type: ignore[return-value]
+            value = cache[name] = None if found is None else _decode_value(found[0])
+        return default if value is None else value
 
     def get_all(self, name: str) -> list[str]:
         """Every value of a header that may repeat (e.g. Hangup-Cause)."""
@@ -283,11 +282,6 @@ class Event:
         return self._raw[start : start + int(text)]
 
     @property
-    def raw(self) -> bytes:
-        """The serialized event exactly as received."""
-        return self._raw
-
-    @property
     def name(self) -> str | None:
         """Event-Name."""
         return self.get("Event-Name")
@@ -302,93 +296,17 @@ class Event:
         """Job-UUID of a BACKGROUND_JOB."""
         return self.get("Job-UUID")
 
-    @property
-    def content_type(self) -> str:
-        return "text/event-plain"
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.unique_id or self.job_uuid or ''}>"
 
 
-def _clean(value: str) -> str:
-    """Turn surrogate escapes (raw non-UTF-8 bytes) into U+FFFD."""
-    if value.isascii():
-        return value
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return value
-
-
-class JsonEvent(Event):
-    """A `text/event-json` event: one flat object, values not URL-encoded."""
-
-    __slots__ = ("_pairs",)
-
-    def __init__(self, raw: bytes) -> None:
-        super().__init__(raw)
-        self._pairs: list[tuple[str, object]] | None = None
-
-    def _items(self) -> list[tuple[str, object]]:
-        pairs = self._pairs
-        if pairs is None:
-            # FreeSWITCH copies raw non-UTF-8 bytes into its JSON; keep them
-            # as surrogates so _body round-trips to the exact bytes.
-            text = self._raw.decode("utf-8", "surrogateescape")
-            try:
-                parsed = json.loads(text, object_pairs_hook=list)
-            except ValueError as e:
-                raise ESLProtocolError(f"bad event-json body: {e}") from e
-            if not isinstance(parsed, list):
-                raise ESLProtocolError("event-json body is not an object")
-            pairs = self._pairs = parsed
-        return pairs
-
-    def _values(self, name: str) -> Iterator[str]:
-        for key, value in self._items():
-            if key == name:
-                if isinstance(value, list):
-                    for item in value:
-                        yield _clean(str(item))
-                elif value is not None:
-                    yield _clean(str(value))
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        cache = self._cache
-        value = cache.get(name, _MISSING)
-        if value is _MISSING:
-            value = next(self._values(name), None)
-            cache[name] = value
-        return default if value is None else value  # type: ignore[return-value]
-
-    def get_all(self, name: str) -> list[str]:
-        return list(self._values(name))
-
-    def headers(self) -> dict[str, str]:
-        result: dict[str, str] = {}
-        for key, _ in self._items():
-            if key != "_body" and key not in result:
-                result[key] = next(self._values(key), "")
-        return result
-
-    @property
-    def body(self) -> bytes:
-        for key, value in self._items():
-            if key == "_body" and isinstance(value, str):
-                return value.encode("utf-8", "surrogateescape")
-        return b""
-
-    @property
-    def content_type(self) -> str:
-        return "text/event-json"
-
-
 def parse_event(frame: Frame) -> Event:
-    """Wrap an event frame; nothing is decoded until a header is asked for."""
+    """Wrap a ``text/event-plain`` frame; nothing is decoded until a header is asked for.
+
+    The gateway subscribes with ``event plain`` only, so no other event
+    format ever reaches it.
+    """
     content_type = frame.content_type
-    if content_type == "text/event-plain":
-        return Event(frame.body)
-    if content_type == "text/event-json":
-        return JsonEvent(frame.body)
-    raise ESLProtocolError(f"not an event frame: {content_type!r}")
+    if content_type != EVENT_PLAIN:
+        raise ESLProtocolError(f"not an event-plain frame: {content_type!r}")
+    return Event(frame.body)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from dialgw.esl.frames import ESLProtocolError, Event, Frame, FrameParser, parse_event
+from dialgw.esl.frames import EVENT_PLAIN, ESLProtocolError, Event, Frame, FrameParser, parse_event
 
 __all__ = [
     "ESLAuthError",
@@ -33,7 +34,6 @@ __all__ = [
 log = Logger()
 
 _REPLY_TYPES = frozenset({"command/reply", "api/response"})
-_EVENT_TYPES = frozenset({"text/event-plain", "text/event-json"})
 _FORBIDDEN = ("\r", "\n", "\x00")
 
 
@@ -122,7 +122,7 @@ class ESLClientProtocol(Protocol):
         self._queue: deque[_Pending] = deque()
         self._held: list[tuple[bytes, _Pending]] = []
         self._auth_waiters: list[Deferred[None]] = []
-        self._auth_result: Failure | None | bool = False  # False: undecided
+        self._auth_result: ESLAuthError | None | bool = False  # False: undecided
         self._auth_sent = False
         self._auth_timer: IDelayedCall | None = None
         self._broken = False
@@ -139,6 +139,15 @@ class ESLClientProtocol(Protocol):
     def authenticated(self) -> bool:
         return self._auth_result is None
 
+    @property
+    def _tcp(self) -> ITCPTransport:
+        # ESL runs over TCP; Protocol types its transport as the bare ITransport.
+        return cast(ITCPTransport, self.transport)
+
+    def abort(self) -> None:
+        """Close the connection at once, discarding anything unsent."""
+        self._tcp.abortConnection()
+
     def connectionMade(self) -> None:
         self.is_connected = True
         self.last_activity = self._clock.seconds()
@@ -149,8 +158,8 @@ class ESLClientProtocol(Protocol):
         self._auth_timer = None
         if self._auth_result is False:
             log.warn("ESL authentication timed out after {timeout}s", timeout=self._command_timeout)
-            self._auth_failed(Failure(ESLAuthError("authentication timed out")))
-            self.transport.abortConnection()
+            self._auth_failed(ESLAuthError("authentication timed out"))
+            self.abort()
 
     def dataReceived(self, data: bytes) -> None:
         if self._broken:
@@ -161,20 +170,20 @@ class ESLClientProtocol(Protocol):
         except ESLProtocolError:
             log.failure("ESL stream is corrupt; dropping the connection")
             self._broken = True
-            self.transport.abortConnection()
+            self.abort()
             return
         for frame in frames:
             if self._broken or not self.is_connected:
                 return
             self._dispatch(frame)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.is_connected = False
         if self._auth_timer is not None and self._auth_timer.active():
             self._auth_timer.cancel()
         self._auth_timer = None
         if self._auth_result is False:
-            self._auth_failed(Failure(ESLAuthError(f"connection lost before authentication: {reason.value}")))
+            self._auth_failed(ESLAuthError(f"connection lost before authentication: {reason.value}"))
         pending = list(self._queue) + [p for _, p in self._held]
         self._queue.clear()
         self._held.clear()
@@ -189,7 +198,7 @@ class ESLClientProtocol(Protocol):
 
     def _dispatch(self, frame: Frame) -> None:
         content_type = frame.content_type
-        if content_type in _EVENT_TYPES:
+        if content_type == EVENT_PLAIN:
             handler = self.on_event
             if handler is not None:
                 try:
@@ -207,7 +216,7 @@ class ESLClientProtocol(Protocol):
                 "FreeSWITCH refused the connection (ACL): {text}",
                 text=frame.body.decode("utf-8", "replace").strip(),
             )
-            self.transport.loseConnection()
+            self._tcp.loseConnection()
         else:
             log.debug("ignoring ESL frame of type {content_type}", content_type=content_type)
 
@@ -239,14 +248,14 @@ class ESLClientProtocol(Protocol):
             self._auth_succeeded()
         else:
             log.error("ESL authentication refused: {reply}", reply=text)
-            self._auth_failed(Failure(ESLAuthError(text or "authentication refused")))
-            self.transport.loseConnection()
+            self._auth_failed(ESLAuthError(text or "authentication refused"))
+            self._tcp.loseConnection()
 
     def _auth_error(self, failure: Failure) -> None:
         if self._auth_result is False:
-            self._auth_failed(Failure(ESLAuthError(str(failure.value))))
+            self._auth_failed(ESLAuthError(str(failure.value)))
             if self.is_connected:
-                self.transport.abortConnection()
+                self.abort()
 
     def _auth_succeeded(self) -> None:
         self._auth_result = None
@@ -257,13 +266,13 @@ class ESLClientProtocol(Protocol):
         for data, pending in held:
             if not pending.abandoned:
                 self._queue.append(pending)
-                self.transport.write(data)
+                self._tcp.write(data)
         waiters, self._auth_waiters = self._auth_waiters, []
         for waiter in waiters:
             waiter.callback(None)
 
-    def _auth_failed(self, failure: Failure) -> None:
-        self._auth_result = failure
+    def _auth_failed(self, error: ESLAuthError) -> None:
+        self._auth_result = error
         if self._auth_timer is not None and self._auth_timer.active():
             self._auth_timer.cancel()
         self._auth_timer = None
@@ -271,10 +280,10 @@ class ESLClientProtocol(Protocol):
         for _, pending in held:
             if not pending.abandoned:
                 pending.settle()
-                pending.deferred.errback(failure)
+                pending.deferred.errback(error)
         waiters, self._auth_waiters = self._auth_waiters, []
         for waiter in waiters:
-            waiter.errback(failure)
+            waiter.errback(error)
 
     def _disconnect_notice(self, frame: Frame) -> None:
         handler = self.on_disconnect_notice
@@ -286,7 +295,7 @@ class ESLClientProtocol(Protocol):
         if frame.headers.get("Content-Disposition") == "linger":
             return
         log.debug("FreeSWITCH says goodbye: {text}", text=frame.body.decode("utf-8", "replace").strip())
-        self.transport.loseConnection()
+        self._tcp.loseConnection()
 
     # -- commands ----------------------------------------------------------
 
@@ -295,7 +304,7 @@ class ESLClientProtocol(Protocol):
         result = self._auth_result
         if result is None:
             return succeed(None)
-        if isinstance(result, Failure):
+        if isinstance(result, ESLAuthError):
             return fail(result)
         waiter: Deferred[None] = Deferred()
         self._auth_waiters.append(waiter)
@@ -312,7 +321,7 @@ class ESLClientProtocol(Protocol):
         data = _encode_command(command, headers)
         if not self.is_connected:
             return fail(ESLConnectionLost(f"not connected; {command.split(' ', 1)[0]!r} not sent"))
-        if isinstance(self._auth_result, Failure):
+        if isinstance(self._auth_result, ESLAuthError):
             return fail(self._auth_result)
         return self._write_command(command, data, None)
 
@@ -330,7 +339,7 @@ class ESLClientProtocol(Protocol):
             pending.timer = self._clock.callLater(self._command_timeout, self._timed_out, pending)
         if kind == "auth" or self._auth_result is None:
             self._queue.append(pending)
-            self.transport.write(data)
+            self._tcp.write(data)
         else:
             self._held.append((data, pending))
         return deferred
@@ -360,14 +369,12 @@ class ESLClientProtocol(Protocol):
         """
         return self.send_command(f"bgapi {command}", {"Job-UUID": job_uuid})
 
-    def subscribe(self, event_names: Sequence[str], fmt: str = "plain") -> Deferred[Frame]:
-        """``event <fmt> NAMES...``; fails with `ESLCommandError` unless +OK."""
-        if fmt not in ("plain", "json"):
-            raise ValueError(f"unsupported event format {fmt!r}")
+    def subscribe(self, event_names: Sequence[str]) -> Deferred[Frame]:
+        """``event plain NAMES...``; fails with `ESLCommandError` unless +OK."""
         names = list(event_names)
         if not names or any(not n or " " in n for n in names):
             raise ValueError(f"bad event names {names!r}")
-        return self.send_command(" ".join(["event", fmt, *names])).addCallback(_expect_ok)
+        return self.send_command(" ".join(["event", "plain", *names])).addCallback(_expect_ok)
 
     def exit(self) -> Deferred[Frame]:
         """``exit``: FreeSWITCH replies +OK bye, says goodbye and closes."""
