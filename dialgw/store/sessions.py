@@ -7,7 +7,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
-from dialgw.calls.machine import DIALING, ENDED, STATUSES, is_forward, is_live
+from dialgw.calls.machine import DIALING, ENDED, LIVE_STATUSES, STATUSES, is_forward
 from dialgw.store import apps
 from dialgw.store.apps import AppsStore
 from dialgw.store.dbapi import Cursor
@@ -15,11 +15,11 @@ from dialgw.store.events import EventsStore
 from dialgw.store.idempotency import IdempotencyStore
 from dialgw.store.records import SESSION_COLUMNS, App, IdempotencyRecord, Session, SessionEvent
 
-#: Sessions not yet ended (`dialgw.calls.machine.is_live`), spelled so that
+#: Sessions not yet ended (`dialgw.calls.machine.LIVE_STATUSES`), spelled so that
 #: the (app_id, status) and (node_id, status) indexes find them without
 #: reading ended ones (a ``status <> 'ended'`` makes the database read an
 #: app's whole history).
-LIVE = "status IN ({})".format(", ".join(f"'{status}'" for status in STATUSES if is_live(status)))
+LIVE = "status IN ({})".format(", ".join(f"'{status}'" for status in LIVE_STATUSES))
 #: The column stamped when a session reaches each status after the first
 #: (``started_at`` is the time of ``dialing``).
 _STATUS_TIME_COLUMN = {status: f"{status}_at" for status in STATUSES if status != DIALING}
