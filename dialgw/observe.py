@@ -51,34 +51,34 @@ class OneShotObserver(Generic[T]):
 
     def __init__(self) -> None:
         self._observers: Observers[T] = Observers()
-        self._result: tuple[T] | Failure | None = None
+        self._result: tuple[T] | None = None
+        self._failure: Failure | BaseException | None = None
 
     @property
     def called(self) -> bool:
         """Whether `fire` or `fail` happened."""
-        return self._result is not None
+        return self._result is not None or self._failure is not None
 
     def when(self) -> Deferred[T]:
         """A Deferred that fires with the one result (at once if known)."""
-        result = self._result
-        if isinstance(result, Failure):
-            return fail(result)
-        if result is not None:
-            return succeed(result[0])
+        if self._failure is not None:
+            return fail(self._failure)
+        if self._result is not None:
+            return succeed(self._result[0])
         return self._observers.when()
 
     def fire(self, result: T) -> None:
         """Fire with ``result``; a second firing is an error."""
-        self._settle((result,))
+        self._settle()
+        self._result = (result,)
         self._observers.fire(result)
 
     def fail(self, failure: Failure | BaseException) -> None:
         """Fail with ``failure``; a second firing is an error."""
-        failure = failure if isinstance(failure, Failure) else Failure(failure)
-        self._settle(failure)
+        self._settle()
+        self._failure = failure
         self._observers.fail(failure)
 
-    def _settle(self, result: tuple[T] | Failure) -> None:
-        if self._result is not None:
+    def _settle(self) -> None:
+        if self.called:
             raise RuntimeError("OneShotObserver fired twice")
-        self._result = result

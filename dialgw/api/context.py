@@ -1,0 +1,53 @@
+"""What the API learns about one request, for the request log and metrics.
+
+One typed `RequestContext` per request, reached only through `context_of`:
+the API writes it, `dialgw.ops.RequestLog` reads it. It is kept beside the
+request (weakly), not as ad-hoc attributes on it.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Protocol
+from weakref import WeakKeyDictionary
+
+import attrs
+
+
+class ApiRequest(Protocol):
+    """What the API uses of a `twisted.web.server.Request` (whose
+    `ApiRequest` declares its methods without types)."""
+
+    method: bytes
+    path: bytes
+    content: IO[bytes]
+
+    def getHeader(self, key: bytes) -> bytes | str | None: ...
+
+    def setHeader(self, name: bytes, value: bytes) -> None: ...
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None: ...
+
+
+@attrs.define
+class RequestContext:
+    """One request's facts, filled in as the API learns them."""
+
+    #: The X-Request-ID answered (the one sent, if valid, else a new one).
+    request_id: str | None = None
+    #: The authenticated app, if any.
+    app_id: str | None = None
+    #: The limit that refused a dial (429), for the rejection metrics.
+    limit: str | None = None
+    #: Whether the X-RateLimit-* headers are set already.
+    ratelimit_headers: bool = False
+
+
+_contexts: WeakKeyDictionary[ApiRequest, RequestContext] = WeakKeyDictionary()
+
+
+def context_of(request: ApiRequest) -> RequestContext:
+    """The request's context, created empty on first use."""
+    context = _contexts.get(request)
+    if context is None:
+        context = _contexts[request] = RequestContext()
+    return context
