@@ -18,13 +18,14 @@ none: there is no app to speak of.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
@@ -267,17 +268,18 @@ class DialAPI:
         return respond(request, 200, _OPENAPI_BODY)
 
     @app.handle_errors(NotFound)
-    def not_found(self, request: ApiRequest, failure: Failure) -> bytes:
-        return respond_error(request, NOT_FOUND)
+    def not_found(self, request: IRequest, failure: Failure) -> bytes:
+        return respond_error(cast(ApiRequest, request), NOT_FOUND)
 
     @app.handle_errors(MethodNotAllowed)
-    def method_not_allowed(self, request: ApiRequest, failure: Failure) -> bytes:
+    def method_not_allowed(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
         assert isinstance(error, MethodNotAllowed)
         allowed = ", ".join(error.valid_methods or ())
+        answer = cast(ApiRequest, request)  # Klein hands its handlers an untyped IRequest
         if allowed:
-            request.setHeader(b"allow", allowed.encode("ascii"))
-        return respond_error(request, METHOD_NOT_ALLOWED)
+            answer.setHeader(b"allow", allowed.encode("ascii"))
+        return respond_error(answer, METHOD_NOT_ALLOWED)
 
     # -- POST /dial ------------------------------------------------------------
 
@@ -306,7 +308,7 @@ class DialAPI:
         rid = request_id(request)
         if not self.accepting:
             raise SHUTTING_DOWN
-        raw = request.content.read(validation.MAX_BODY_BYTES + 1)
+        raw = request.content.read(validation.MAX_BODY_BYTES + 1) if request.content is not None else b""
         if len(raw) > validation.MAX_BODY_BYTES:
             raise BODY_TOO_LARGE
         validation.check_content_type(_header(request, b"content-type"))

@@ -11,21 +11,31 @@ from typing import IO, Protocol
 from weakref import WeakKeyDictionary
 
 import attrs
+from twisted.internet.defer import Deferred
 
 
 class ApiRequest(Protocol):
-    """What the API uses of a `twisted.web.server.Request` (whose
-    `ApiRequest` declares its methods without types)."""
+    """What dialgw uses of a `twisted.web.server.Request` (whose `IRequest`
+    declares its methods without types)."""
 
     method: bytes
     path: bytes
-    content: IO[bytes]
+    code: int
+    content: IO[bytes] | None
+    prepath: list[bytes] | None
+    postpath: list[bytes] | None
 
     def getHeader(self, key: bytes) -> bytes | str | None: ...
 
     def setHeader(self, name: bytes, value: bytes) -> None: ...
 
     def setResponseCode(self, code: int, message: bytes | None = None) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def notifyFinish(self) -> Deferred[None]: ...
 
 
 @attrs.define
@@ -42,10 +52,10 @@ class RequestContext:
     ratelimit_headers: bool = False
 
 
-_contexts: WeakKeyDictionary[ApiRequest, RequestContext] = WeakKeyDictionary()
+_contexts: WeakKeyDictionary[object, RequestContext] = WeakKeyDictionary()
 
 
-def context_of(request: ApiRequest) -> RequestContext:
+def context_of(request: object) -> RequestContext:
     """The request's context, created empty on first use."""
     context = _contexts.get(request)
     if context is None:
