@@ -13,7 +13,8 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
 
 from dialgw.config import parse_config
-from dialgw.service import PRESENCE_TTL_SEC, GatewayService
+from dialgw.cluster import PRESENCE_TTL_SEC
+from dialgw.service import GatewayService
 from tests import pg
 from tests.gateway import Harness, poll
 from tests.receiver import start_receiver
