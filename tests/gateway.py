@@ -18,6 +18,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 
+from dialgw import ids
 from dialgw.calls.machine import STATUSES
 from dialgw.config import parse_config
 from dialgw.service import GatewayService
@@ -125,7 +126,7 @@ class Harness:
     async def placed(self, to: str, **fields: Any) -> str:
         """Dial and wait until the simulator has the channel; the session uuid."""
         session_uuid = (await self.dial(to, **fields)).json()["session_uuid"]
-        channel = session_uuid[6:]
+        channel = ids.channel_of(session_uuid)
         if not to.endswith("7"):
             await poll(lambda: channel in self.simulator.calls)
         return session_uuid

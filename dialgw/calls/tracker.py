@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from dialgw.calls import machine
 from dialgw.calls.machine import ANSWERED, DIALING, ENDED, CallSignal, Signal, Transition
 from dialgw.calls.originate import originate_command
+from dialgw.observe import Observers
 
 log = Logger()
 
@@ -120,7 +121,7 @@ class CallTracker:
         self._by_channel: dict[str, LiveCall] = {}
         self._by_session: dict[str, LiveCall] = {}
         self._by_job: dict[str, LiveCall] = {}
-        self._waiters: dict[tuple[str, str], list[Deferred]] = {}
+        self._waiters: dict[tuple[str, str], Observers[Transition]] = {}
         self.observers: list[TransitionObserver] = []
         #: Called whenever the store has a new session event (the webhook
         #: sender wakes up on it instead of waiting for its next poll).
@@ -237,9 +238,7 @@ class CallTracker:
 
     def when_status(self, session_uuid: str, status: str) -> Deferred:
         """Fires once a transition of ``session_uuid`` to ``status`` is stored."""
-        waiter: Deferred = Deferred()
-        self._waiters.setdefault((session_uuid, status), []).append(waiter)
-        return waiter
+        return self._waiters.setdefault((session_uuid, status), Observers()).when()
 
     # -- ESL input ---------------------------------------------------------
 
@@ -477,8 +476,9 @@ class CallTracker:
                 self._new_event()
             for observer in list(self.observers):
                 observer(call, transition, at)
-            for waiter in self._waiters.pop((call.session_uuid, transition.to_status), []):
-                waiter.callback(transition)
+            waiting = self._waiters.pop((call.session_uuid, transition.to_status), None)
+            if waiting is not None:
+                waiting.fire(transition)
 
         def failed(failure: Failure) -> None:
             log.failure(
