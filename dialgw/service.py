@@ -185,13 +185,16 @@ def simulator_service(settings: SimulatorSettings, reactor: Reactor, clock: IRea
     """
     from dialgw.simulator.server import FreeSwitchSimulator
 
-    simulator = FreeSwitchSimulator(clock=clock, heartbeat_sec=settings.heartbeat_sec)
     endpoint: IStreamServerEndpoint = serverFromString(reactor, settings.listen)  # type: ignore[no-untyped-call]
 
     class SimulatorService(Service):
+        #: Made when started: its heartbeat runs from its making.
+        simulator: FreeSwitchSimulator | None = None
+
         def startService(self) -> None:
             super().startService()  # type: ignore[no-untyped-call]  # untyped in Twisted
-            self.listening = endpoint.listen(simulator.factory())
+            self.simulator = FreeSwitchSimulator(clock=clock, heartbeat_sec=settings.heartbeat_sec)
+            self.listening = endpoint.listen(self.simulator.factory())
             log.info("embedded FreeSWITCH simulator on {listen}", listen=settings.listen)
 
         async def _stop(self) -> None:
@@ -199,15 +202,14 @@ def simulator_service(settings: SimulatorSettings, reactor: Reactor, clock: IRea
             stopped = port.stopListening()
             if stopped is not None:
                 await stopped
-            simulator.stop()
+            if self.simulator is not None:
+                self.simulator.stop()
 
         def stopService(self) -> Deferred[None]:
             super().stopService()  # type: ignore[no-untyped-call]  # untyped in Twisted
             return Deferred.fromCoroutine(self._stop())
 
-    service = SimulatorService()
-    service.simulator = simulator  # type: ignore[attr-defined]  # for tests and the dev setup
-    return service
+    return SimulatorService()
 
 
 def webhook_receiver_service(listen: str, reactor: Reactor) -> IService:

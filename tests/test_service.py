@@ -109,3 +109,10 @@ class TreeTests(SynchronousTestCase):
         self.assertEqual(request.responseCode, 503)
         self.assertEqual(request.responseHeaders.getRawHeaders(b"retry-after"), [b"1"])
         self.assertEqual(body, b'{"error":"no_fs_capacity","message":"the gateway is starting"}')
+
+    def test_building_the_tree_starts_no_timer(self) -> None:
+        """makeService has no side effect: not even the simulator's heartbeat runs before start."""
+        clock = Clock()
+        settings = parse_config(BASE.format(api="", database="", extra="[simulator]\nlisten = tcp:0\nheartbeat_sec = 5\n"))
+        GatewayService(settings, reactor, clock)
+        self.assertEqual(clock.getDelayedCalls(), [])
