@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -26,9 +26,22 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from dialgw.limits.redis_connection import RedisConnection
+from dialgw.store import Session
+
 log = Logger()
 
 KEY_PREFIX = "dialgw:node:"
+#: A cluster node is taken for dead this long after its last announcement.
+PRESENCE_TTL_SEC = 15.0
+
+
+class OrphanStore(Protocol):
+    """What presence needs of the store."""
+
+    def live_node_ids(self) -> Deferred[list[str]]: ...
+
+    def adopt_live_sessions(self, from_node: str, to_node: str) -> Deferred[list[Session]]: ...
 
 
 def presence_key(node_id: str) -> str:
@@ -42,14 +55,13 @@ class NodePresence(Service):
         self,
         *,
         node_id: str,
-        redis: Callable[[Callable[[Any], Deferred]], Deferred],
-        store: Any,
+        redis: RedisConnection,
+        store: OrphanStore,
         clock: IReactorTime,
-        adopt: Callable[[list[Any]], object],
-        ttl_sec: float = 15.0,
+        adopt: Callable[[list[Session]], object],
+        ttl_sec: float = PRESENCE_TTL_SEC,
     ) -> None:
-        """``redis(command)`` runs ``command(connection)`` with a deadline
-        (`dialgw.limits.RedisLimiter.run`)."""
+        """``redis`` is the gateway's Redis connection (shared with the limiter)."""
         self.node_id = node_id
         self._redis = redis
         self._store = store
@@ -63,11 +75,11 @@ class NodePresence(Service):
         self.announced = False
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # untyped in Twisted
         self._loop.start(self._ttl / 3, now=True)
 
-    def stopService(self) -> Deferred | None:
-        super().stopService()
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]  # untyped in Twisted
         if self._loop.running:
             self._loop.stop()
         # Leave the key to expire: a node that stops with live calls is
@@ -75,23 +87,24 @@ class NodePresence(Service):
         # back quickly under the same id keeps its own sessions.
         return None
 
-    def tick(self) -> Deferred | None:
+    def tick(self) -> Deferred[None] | None:
         """Refresh our key, then look for dead nodes (one round at a time)."""
         if self._busy:
             return None
         self._busy = True
         d = Deferred.fromCoroutine(self._round())
 
-        def done(result):
+        def done(result: object) -> object:
             self._busy = False
             return result
 
-        return d.addBoth(done)
+        d.addBoth(done)
+        return d
 
     async def _round(self) -> None:
         try:
             value = json.dumps({"node": self.node_id, "at": self._clock.seconds()})
-            await self._redis(
+            await self._redis.run(
                 lambda redis: redis.set(presence_key(self.node_id), value, pexpire=int(self._ttl * 1000))
             )
         except Exception as error:
@@ -109,15 +122,15 @@ class NodePresence(Service):
             # tries again.
             log.warn("cluster presence: adoption round failed: {error}", error=repr(error))
 
-    async def adopt_orphans(self) -> list[Any]:
+    async def adopt_orphans(self) -> list[Session]:
         """Claim the live sessions of every node whose presence key is gone."""
         owners = [node for node in await self._store.live_node_ids() if node != self.node_id]
         if not owners:
             return []
         keys = [presence_key(node) for node in owners]
-        alive = await self._redis(lambda redis: redis.mget(keys))
-        adopted: list[Any] = []
-        for node, value in zip(owners, alive):
+        alive = await self._redis.run(lambda redis: redis.mget(keys))
+        adopted: list[Session] = []
+        for node, value in zip(owners, alive, strict=True):  # MGET answers one value per key
             if value is not None:
                 continue
             sessions = await self._store.adopt_live_sessions(node, self.node_id)

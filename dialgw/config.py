@@ -11,14 +11,14 @@ from __future__ import annotations
 import configparser
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import attrs
 from twisted.internet.endpoints import clientFromString, serverFromString
 
-T = TypeVar("T")
+from dialgw.ids import is_node_id
 
 DEFAULT_CONFIG_PATH = "/etc/dialgw/dialgw.conf"
 
@@ -211,22 +211,23 @@ def _server_endpoint(text: str) -> str:
             return text
         raise ValueError(f"must look like systemd:domain=INET:index=0, got {text!r}")
     try:
-        serverFromString(_DummyReactor(), text)  # type: ignore[arg-type]
+        # Twisted's endpoint parsers are untyped; the dummy reactor is never used.
+        serverFromString(_DummyReactor(), text)  # type: ignore[no-untyped-call]
     except Exception as e:
-        raise ValueError(f"not a valid Twisted server endpoint string ({_one_line(e)}), got {text!r}")
+        raise ValueError(f"not a valid Twisted server endpoint string ({_one_line(e)}), got {text!r}") from None
     return text
 
 
 def _client_endpoint(text: str) -> str:
     try:
-        clientFromString(_DummyReactor(), text)  # type: ignore[arg-type]
+        clientFromString(_DummyReactor(), text)  # type: ignore[no-untyped-call]
     except Exception as e:
-        raise ValueError(f"not a valid Twisted client endpoint string ({_one_line(e)}), got {text!r}")
+        raise ValueError(f"not a valid Twisted client endpoint string ({_one_line(e)}), got {text!r}") from None
     return text
 
 
 def _node_id(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9]{5}", text, re.ASCII):
+    if not is_node_id(text):
         raise ValueError(f"must be exactly 5 ASCII letters or digits, got {text!r}")
     return text
 
@@ -271,36 +272,37 @@ def _one_line(e: BaseException) -> str:
 # --- sections
 
 
-_REQUIRED = object()
+S = TypeVar("S")
 
 
 class _Section:
-    """Reads one section's keys, each at most once, and rejects the rest."""
+    """Reads one section's keys into a settings class, and rejects the rest.
+
+    A key that is absent takes the settings class's default (the defaults
+    are written there only); a key without a default is required.
+    """
 
     def __init__(self, parser: configparser.ConfigParser, name: str) -> None:
         self.name = name
         self._values = dict(parser.items(name)) if parser.has_section(name) else {}
-        self._seen: set[str] = set()
 
-    def get(self, key: str, parse: Callable[[str], T], default: T | object = _REQUIRED) -> T:
-        self._seen.add(key)
-        if key not in self._values:
-            if default is _REQUIRED:
+    def build(self, settings: type[S], fixed: Mapping[str, object] | None = None,
+              **parsers: Callable[[str], object]) -> S:
+        """``settings(**fixed, key=parse(text), ...)`` for the keys present."""
+        fields = attrs.fields_dict(settings)  # type: ignore[arg-type]
+        values: dict[str, object] = dict(fixed or {})
+        for key, parse in parsers.items():
+            if key in self._values:
+                try:
+                    values[key] = parse(self._values[key])
+                except ValueError as e:
+                    raise ConfigError(str(e), self.name, key) from None
+            elif fields[key].default is attrs.NOTHING:
                 raise ConfigError("is required", self.name, key)
-            return default  # type: ignore[return-value]
-        text = self._values[key]
-        try:
-            return parse(text)
-        except ValueError as e:
-            raise ConfigError(str(e), self.name, key) from None
-
-    def has(self, key: str) -> bool:
-        return key in self._values
-
-    def finish(self) -> None:
         for key in self._values:
-            if key not in self._seen:
+            if key not in parsers:
                 raise ConfigError("unknown key", self.name, key)
+        return settings(**values)
 
 
 _FIXED_SECTIONS = ("node", "api", "database", "webhooks", "ratelimit", "redis", "log", "simulator")
@@ -348,82 +350,57 @@ def parse_config(text: str, source: str = "<string>") -> Settings:
 
     if not parser.has_section("node"):
         raise ConfigError("section is required", "node")
-    s = _Section(parser, "node")
-    node = NodeSettings(id=s.get("id", _node_id))
-    s.finish()
-
-    s = _Section(parser, "api")
-    api = ApiSettings(
-        listen=s.get("listen", _server_endpoint, "tcp:8080:interface=127.0.0.1"),
-        metrics=s.get("metrics", _yes_no, True),
-        admin_listen=s.get("admin_listen", _server_endpoint, None),
+    node = _Section(parser, "node").build(NodeSettings, id=_node_id)
+    api = _Section(parser, "api").build(
+        ApiSettings, listen=_server_endpoint, metrics=_yes_no, admin_listen=_server_endpoint
     )
-    s.finish()
 
     s = _Section(parser, "database")
-    backend = s.get("backend", _choice("sqlite", "postgresql"), "sqlite")
-    database = DatabaseSettings(
-        backend=backend,
-        path=s.get("path", _non_empty, "/var/lib/dialgw/dialgw.sqlite"),
-        dsn=s.get("dsn", _non_empty, _REQUIRED if backend == "postgresql" else None),
-    )
-    s.finish()
+    database = s.build(DatabaseSettings, backend=_choice("sqlite", "postgresql"), path=_non_empty, dsn=_non_empty)
+    if database.backend == "postgresql" and database.dsn is None:
+        raise ConfigError("is required", "database", "dsn")
 
     if not fs_names:
         raise ConfigError("at least one [freeswitch:NAME] section is required", "freeswitch:NAME")
-    nodes = []
-    for name in fs_names:
-        s = _Section(parser, f"freeswitch:{name}")
-        nodes.append(
-            FreeSwitchNodeSettings(
-                name=name,
-                endpoint=s.get("endpoint", _client_endpoint),
-                password=s.get("password", _password, "ClueCon"),
-                max_channels=s.get("max_channels", _int_between(1, 100000), 200),
-                max_cps=s.get("max_cps", _int_between(1, 10000), 30),
-                heartbeat_sec=s.get("heartbeat_sec", _int_between(1, 3600), 20),
-                dial_string=s.get("dial_string", _dial_string, "sofia/gateway/trunk/{to}"),
-            )
+    nodes = [
+        _Section(parser, f"freeswitch:{name}").build(
+            FreeSwitchNodeSettings,
+            {"name": name},
+            endpoint=_client_endpoint,
+            password=_password,
+            max_channels=_int_between(1, 100000),
+            max_cps=_int_between(1, 10000),
+            heartbeat_sec=_int_between(1, 3600),
+            dial_string=_dial_string,
         )
-        s.finish()
-
-    s = _Section(parser, "webhooks")
-    webhooks = WebhookSettings(
-        timeout_sec=s.get("timeout_sec", _number_between(0, 300), 10.0),
-        max_attempts=s.get("max_attempts", _int_between(1, 1000), 10),
-        max_age_sec=s.get("max_age_sec", _int_between(1, 30 * 86400), 86400),
+        for name in fs_names
+    ]
+    webhooks = _Section(parser, "webhooks").build(
+        WebhookSettings,
+        timeout_sec=_number_between(0, 300),
+        max_attempts=_int_between(1, 1000),
+        max_age_sec=_int_between(1, 30 * 86400),
     )
-    s.finish()
-
-    s = _Section(parser, "ratelimit")
-    ratelimit = RateLimitSettings(
-        backend=s.get("backend", _choice("memory", "redis"), "memory"),
-        dials_per_sec=s.get("dials_per_sec", _number_between(0, 100000), 5.0),
-        burst=s.get("burst", _int_between(1, 1000000), 10),
-        max_concurrent=s.get("max_concurrent", _int_between(1, 10000000), 100),
-        cooldown_after=s.get("cooldown_after", _int_between(1, 1000000), 20),
-        cooldown_window_sec=s.get("cooldown_window_sec", _int_between(1, 86400), 10),
-        cooldown_sec=s.get("cooldown_sec", _int_between(1, 86400), 30),
+    ratelimit = _Section(parser, "ratelimit").build(
+        RateLimitSettings,
+        backend=_choice("memory", "redis"),
+        dials_per_sec=_number_between(0, 100000),
+        burst=_int_between(1, 1000000),
+        max_concurrent=_int_between(1, 10000000),
+        cooldown_after=_int_between(1, 1000000),
+        cooldown_window_sec=_int_between(1, 86400),
+        cooldown_sec=_int_between(1, 86400),
     )
-    s.finish()
-
-    s = _Section(parser, "redis")
-    redis = RedisSettings(url=s.get("url", _redis_url, "redis://127.0.0.1:6379/0"))
-    s.finish()
-
-    s = _Section(parser, "log")
-    log = LogSettings(format=s.get("format", _choice("text", "json"), "text"))
-    s.finish()
-
+    redis = _Section(parser, "redis").build(RedisSettings, url=_redis_url)
+    log = _Section(parser, "log").build(LogSettings, format=_choice("text", "json"))
     simulator = None
     if parser.has_section("simulator"):
-        s = _Section(parser, "simulator")
-        simulator = SimulatorSettings(
-            listen=s.get("listen", _server_endpoint),
-            heartbeat_sec=s.get("heartbeat_sec", _int_between(1, 3600), 20),
-            webhook_receiver=s.get("webhook_receiver", _server_endpoint, None),
+        simulator = _Section(parser, "simulator").build(
+            SimulatorSettings,
+            listen=_server_endpoint,
+            heartbeat_sec=_int_between(1, 3600),
+            webhook_receiver=_server_endpoint,
         )
-        s.finish()
 
     return Settings(
         node=node,

@@ -10,7 +10,7 @@ also counts calls the gateway does not own).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import attrs
@@ -62,7 +62,7 @@ class NodePool:
         self._clock = clock
         self._nodes = {node.name: node for node in nodes}
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[PoolNode]:
         return iter(self._nodes.values())
 
     def get(self, name: str) -> PoolNode | None:

@@ -1,36 +1,68 @@
 """The service tree: the one place where dialgw's parts are wired together.
 
-``twistd -n dialgw --config PATH`` calls `makeService`. The store is opened
-(and migrated) when the service starts; only then do the ESL connections
-start and the API listen, so no request ever meets a half-ready gateway.
+``twistd -n dialgw --config PATH`` calls `makeService`, which builds the
+whole tree at once, without I/O: a `GatewayService` whose named children
+start in this order (and stop in the reverse order, one after another)::
+
+    simulator          [simulator] only: the embedded FreeSWITCH simulator
+    webhook-receiver   [simulator] webhook_receiver only: `dialgw.devreceiver`
+    store              opens and migrates the database
+    redis              [ratelimit] backend = redis only: the shared connection
+    esl                one reconnecting ESL connection per [freeswitch:NAME],
+                       each a child named NAME
+    webhooks           the outbox sender               (once the store is open)
+    presence           cluster mode only: `dialgw.cluster` (once the store is open)
+    backlog            counts the outbox for /healthz and /metrics
+    api                the API listener
+    admin              [api] admin_listen only: /healthz and /metrics
+
+Only what needs the store waits for it: once the store is open the call
+tracker is made and this node's live sessions are adopted; then the
+``webhooks`` and ``presence`` children start and the API is served. The
+listeners listen from the start, but until then every API request is
+answered 503 ``no_fs_capacity`` ("the gateway is starting", Retry-After: 1)
+and /healthz says ``unavailable``: no dial meets a half-ready gateway. An
+ESL connection ready before the adoption is reconciled by the adoption.
+`GatewayService.ready` fires once all that is done and the listeners listen.
+
+Stopping (SIGTERM): new dials get 503, the API requests in flight may
+finish (at most `DRAIN_TIMEOUT_SEC`), then the children stop in reverse
+order, each after the one before: the listeners first, the store after the
+webhook sender has recorded its last attempts, the simulator last.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import IO, Any
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import clientFromString, serverFromString
-from twisted.internet.task import LoopingCall
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 from twisted.python import usage
-from twisted.web.server import Site
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from dialgw.api.app import DialAPI
+from dialgw.api.app import DialAPI, Unavailable
+from dialgw.api.errors import STARTING
 from dialgw.api.http import api_site
 from dialgw.calls import machine
 from dialgw.calls.tracker import CallTracker
 from dialgw.cluster import NodePresence
-from dialgw.config import ConfigError, Settings, load_config
+from dialgw.config import DEFAULT_CONFIG_PATH, ConfigError, DatabaseSettings, Settings, SimulatorSettings, load_config
 from dialgw.esl.client import NodeConnection
-from dialgw.limits import Limiter, RedisLimiter, make_limiter
+from dialgw.esl.frames import Event
+from dialgw.limits import Limiter, RedisConnection, make_limiter
 from dialgw.logs import text_log_observer
+from dialgw.observe import OneShotObserver
 from dialgw.ops import GatewayCollector, Metrics, RequestLog, Root, ops_resources
 from dialgw.pool import NodePool, PoolNode
-from dialgw.store import open_store
+from dialgw.store import Store, StoreError, open_store
 from dialgw.webhooks.sender import WebhookSender
 
 log = Logger()
@@ -40,29 +72,149 @@ log = Logger()
 #: results and heartbeats. No filters: they would drop jobs and heartbeats.
 EVENT_NAMES = ("CHANNEL_CREATE", *machine.CHANNEL_EVENTS, "BACKGROUND_JOB", "HEARTBEAT")
 
-
-#: How long /healthz waits for the database before calling it down.
-HEALTH_TIMEOUT_SEC = 2.0
-#: A cluster node is taken for dead this long after its last announcement.
-PRESENCE_TTL_SEC = 15.0
 #: How long SIGTERM waits for API requests in flight.
 DRAIN_TIMEOUT_SEC = 10.0
+#: How often the webhook backlog is counted for /healthz and /metrics.
+BACKLOG_INTERVAL_SEC = 10.0
+
+#: The global reactor provides many interfaces at once; Twisted has no one
+#: type for it. Timers never use it: they take the ``clock``.
+Reactor = Any
 
 
 class Options(usage.Options):
     optParameters = [
-        ["config", "c", "/etc/dialgw/dialgw.conf", "Path of the configuration file."],
+        ["config", "c", DEFAULT_CONFIG_PATH, "Path of the configuration file."],
     ]
 
 
+class StoreService(Service):
+    """Opens (and migrates) the store when started; closes it when stopped."""
+
+    def __init__(self, reactor: Reactor, database: DatabaseSettings) -> None:
+        self._reactor = reactor
+        self._database = database
+        self._opened: OneShotObserver[Store] = OneShotObserver()
+        #: The open store (None until it is).
+        self.store: Store | None = None
+
+    def when_open(self) -> Deferred[Store]:
+        """Fires with the open store, or fails if it cannot be opened."""
+        return self._opened.when()
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]  # untyped in Twisted
+        d = Deferred.fromCoroutine(open_store(self._reactor, self._database))
+        d.addCallbacks(self._open, self._opened.fail)
+
+    def _open(self, store: Store) -> None:
+        if not self.running:  # stopped while it was opening
+            store.close()
+            self._opened.fail(StoreError("the gateway stopped while the store was opening"))
+            return
+        self.store = store
+        self._opened.fire(store)
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]  # untyped in Twisted
+        if self.store is not None:
+            self.store.close()
+
+
+class AfterStore(Service):
+    """A child that needs the open store (and the adoption done): ``build``
+    makes it then, and it is started if this service still runs."""
+
+    def __init__(self, started: Callable[[], Deferred[Store]], build: Callable[[Store], IService]) -> None:
+        self._started = started
+        self._build = build
+        #: The service, once built.
+        self.service: IService | None = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]  # untyped in Twisted
+        # A store that fails to open is the gateway's failure, logged there.
+        self._started().addCallbacks(self._start, lambda _: None)
+
+    def _start(self, store: Store) -> None:
+        if self.running and self.service is None:
+            self.service = self._build(store)
+            self.service.startService()  # type: ignore[no-untyped-call]  # IService is untyped
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]  # untyped in Twisted
+        service = self.service
+        if service is None or not service.running:
+            return succeed(None)
+        return maybeDeferred(service.stopService)
+
+
+@implementer(IStreamServerEndpoint)
+class RecordingEndpoint:
+    """A server endpoint that remembers the port it listens on (or why not)."""
+
+    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
+        self._endpoint = endpoint
+        self._listening: OneShotObserver[IListeningPort] = OneShotObserver()
+        #: The listening port, once it listens.
+        self.port: IListeningPort | None = None
+
+    def when_listening(self) -> Deferred[IListeningPort]:
+        return self._listening.when()
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        def listening(port: IListeningPort) -> IListeningPort:
+            self.port = port
+            self._listening.fire(port)
+            return port
+
+        def failed(failure: Failure) -> Failure:
+            self._listening.fail(failure)
+            return failure
+
+        d = self._endpoint.listen(factory)
+        d.addCallbacks(listening, failed)
+        return d
+
+
+def simulator_service(settings: SimulatorSettings, reactor: Reactor, clock: IReactorTime) -> IService:
+    """The embedded FreeSWITCH simulator (``[simulator]``), listening on its endpoint.
+
+    `dialgw.simulator` is imported here only: an installed gateway never
+    imports it unless ``[simulator]`` is configured. Its timers start with
+    the service, not when the tree is built.
+    """
+    from dialgw.simulator.server import simulator_service as make
+
+    return make(reactor, clock, settings.listen, heartbeat_sec=settings.heartbeat_sec)
+
+
+def webhook_receiver_service(listen: str, reactor: Reactor) -> IService:
+    """The development webhook receiver (``[simulator] webhook_receiver``) at ``/webhooks``."""
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    from dialgw.devreceiver import WebhookLog
+
+    root = Resource()  # type: ignore[no-untyped-call]  # untyped in Twisted
+    root.putChild(b"webhooks", WebhookLog())
+    site = Site(root)  # type: ignore[no-untyped-call]
+    log.info("development webhook receiver on {listen}/webhooks", listen=listen)
+    endpoint = serverFromString(reactor, listen)  # type: ignore[no-untyped-call]
+    return StreamServerEndpointService(endpoint, site)  # type: ignore[no-untyped-call]
+
+
 class GatewayService(MultiService):
-    """Opens the store, then starts the ESL connections and the API."""
+    """The gateway: its tree of named services, and the parts between them.
+
+    It is also the `dialgw.ops.GatewayState` that /healthz and /metrics read.
+    """
 
     def __init__(
-        self, settings: Settings, reactor: Any, clock: Any = None, *, daemon: bool = False,
+        self, settings: Settings, reactor: Reactor, clock: IReactorTime | None = None, *, daemon: bool = False,
         text_log_to_stdout: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # untyped in Twisted
         #: Whether this is the process's daemon (signal handlers, stop on failure).
         self.daemon = daemon
         #: Whether twistd would write its text log to stdout (``--nodaemon``
@@ -72,231 +224,280 @@ class GatewayService(MultiService):
         self.settings = settings
         self.reactor = reactor
         #: Time for every timer (tests pass a `task.Clock`); I/O stays on the reactor.
-        self.clock = clock if clock is not None else reactor
-        self.store: Any = None
+        self.clock: IReactorTime = clock if clock is not None else reactor
+        #: Made once the store is open (the API and the call tracker need it).
         self.tracker: CallTracker | None = None
         self.api: DialAPI | None = None
-        self.limiter: Limiter | None = None
-        self.presence: NodePresence | None = None
-        self.connections: dict[str, NodeConnection] = {}
-        self.pool: NodePool | None = None
-        self.simulator: Any = None
-        self.webhooks: WebhookSender | None = None
-        self._ports: list[Any] = []
-        self.api_port: Any = None
-        self.admin_port: Any = None
-        self.requests: RequestLog | None = None
-        self.metrics: Metrics | None = None
+        self._started: OneShotObserver[Store] = OneShotObserver()
+        self._ready: OneShotObserver[GatewayService] = OneShotObserver()
         self.backlog = 0
-        self._backlog_loop: LoopingCall | None = None
-        self.ready: Deferred = Deferred()
+        self._build()
 
-    def setServiceParent(self, parent) -> None:
-        super().setServiceParent(parent)
-        # twistd asks the application for its log observer when it starts
-        # logging: `[log] format = json` answers with one JSON object per line.
-        if not (self.daemon and hasattr(parent, "setComponent")):
-            return
-        if self.settings.log.format == "json":
-            parent.setComponent(ILogObserver, jsonFileLogObserver(sys.stdout, recordSeparator=""))
-        elif self.text_log_to_stdout:
-            parent.setComponent(ILogObserver, text_log_observer(sys.stdout))
+    # -- the tree --------------------------------------------------------------
 
-    def startService(self) -> None:
-        super().startService()
-        if self.daemon and hasattr(signal, "SIGHUP"):
-            # An unhandled SIGHUP would kill the daemon; logs go to stdout or
-            # the journal, so there is nothing to reopen.
-            signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP received; ignored"))
-        d = Deferred.fromCoroutine(self._start())
-        d.addErrback(self._failed)
+    def _add(self, name: str, service: IService) -> None:
+        # IService is untyped in Twisted.
+        service.setName(name)  # type: ignore[no-untyped-call]
+        service.setServiceParent(self)  # type: ignore[no-untyped-call]
 
-    def _failed(self, failure) -> None:
-        log.failure("dialgw could not start", failure)
-        if not self.ready.called:
-            self.ready.errback(failure)
-        if self.daemon and self.reactor.running:
-            self.reactor.stop()
-
-    async def _start(self) -> None:
-        settings, reactor = self.settings, self.reactor
+    def _build(self) -> None:
+        settings, reactor, clock = self.settings, self.reactor, self.clock
         if settings.simulator is not None:
-            await self._start_simulator()
-        self.store = await open_store(reactor, settings.database)
-        nodes = []
+            self._add("simulator", simulator_service(settings.simulator, reactor, clock))
+            if settings.simulator.webhook_receiver is not None:
+                self._add("webhook-receiver", webhook_receiver_service(settings.simulator.webhook_receiver, reactor))
+        self._store = StoreService(reactor, settings.database)
+        self._add("store", self._store)
+        self.redis: RedisConnection | None = None
+        if settings.ratelimit.backend == "redis":
+            self.redis = RedisConnection(settings.redis.url, clock, reactor=reactor)
+            self._add("redis", self.redis)
+        self.limiter: Limiter = make_limiter(settings.ratelimit, self.redis, clock)
+        #: The ESL connection of each ``[freeswitch:NAME]``, by name. They are
+        #: the children of ``esl``, named NAME (`NodeConnection.name` is
+        #: also its service name, so they cannot be called ``esl:NAME``).
+        self.connections: dict[str, NodeConnection] = {}
+        links = MultiService()  # type: ignore[no-untyped-call]  # untyped in Twisted
+        self._add("esl", links)
         for fs in settings.freeswitch:
             connection = NodeConnection(
                 name=fs.name,
-                endpoint=clientFromString(reactor, fs.endpoint),
+                endpoint=clientFromString(reactor, fs.endpoint),  # type: ignore[no-untyped-call]
                 password=fs.password,
                 heartbeat_sec=fs.heartbeat_sec,
                 event_names=EVENT_NAMES,
-                clock=self.clock,
+                clock=clock,
                 on_event=self._on_event,
                 on_ready=self._on_ready,
             )
             self.connections[fs.name] = connection
-            nodes.append(PoolNode(fs.name, connection, fs.max_channels, fs.max_cps))
-        self.pool = NodePool(self.clock, nodes)
-        self.tracker = CallTracker(
+            connection.setServiceParent(links)  # type: ignore[no-untyped-call]  # untyped in Twisted
+        self.pool = NodePool(
+            clock,
+            [PoolNode(fs.name, self.connections[fs.name], fs.max_channels, fs.max_cps) for fs in settings.freeswitch],
+        )
+        self._webhooks = AfterStore(self._started.when, self._webhook_sender)
+        self._add("webhooks", self._webhooks)
+        self._presence: AfterStore | None = None
+        if settings.database.backend == "postgresql" and self.redis is not None:
+            # Cluster mode: nodes share the store and Redis; each announces
+            # itself, and survivors adopt the live sessions of a dead node.
+            self._presence = AfterStore(self._started.when, self._node_presence)
+            self._add("presence", self._presence)
+        backlog = TimerService(BACKLOG_INTERVAL_SEC, self._refresh_backlog)  # type: ignore[no-untyped-call]
+        backlog.clock = clock
+        self._add("backlog", backlog)
+        self.metrics = Metrics() if settings.api.metrics else None
+        if self.metrics is not None:
+            self.metrics.add_collector(GatewayCollector(self))
+        #: Every API request, for the log line, the metrics and the drain;
+        #: a 503 answers until the API is served.
+        self.requests = RequestLog(Unavailable(STARTING), self.metrics)
+        ops = ops_resources(self, clock, self.metrics)
+        self._listeners: list[RecordingEndpoint] = []
+        if settings.api.admin_listen is None:
+            self._api_endpoint = self._listen("api", settings.api.listen, Root(self.requests, ops))
+            self._admin_endpoint = None
+        else:
+            self._api_endpoint = self._listen("api", settings.api.listen, Root(self.requests, {}))
+            self._admin_endpoint = self._listen("admin", settings.api.admin_listen, Root(None, ops))
+
+    def _listen(self, name: str, listen: str, root: Root) -> RecordingEndpoint:
+        endpoint = RecordingEndpoint(serverFromString(self.reactor, listen))  # type: ignore[no-untyped-call]
+        self._listeners.append(endpoint)
+        self._add(name, StreamServerEndpointService(endpoint, api_site(root, self.clock)))  # type: ignore[no-untyped-call]
+        return endpoint
+
+    def _webhook_sender(self, store: Store) -> WebhookSender:
+        sender = WebhookSender(store=store, reactor=self.reactor, clock=self.clock, settings=self.settings.webhooks)
+        if self.tracker is not None:
+            self.tracker.event_listeners.append(sender.wake)
+        return sender
+
+    def _node_presence(self, store: Store) -> NodePresence:
+        assert self.redis is not None and self.tracker is not None
+        return NodePresence(
+            node_id=self.settings.node.id, redis=self.redis, store=store, clock=self.clock, adopt=self.tracker.adopt
+        )
+
+    # -- what tests and operators look at ------------------------------------
+
+    @property
+    def ready(self) -> Deferred[GatewayService]:
+        """Fires when the API is served and every listener listens; fails if the gateway cannot start."""
+        return self._ready.when()
+
+    @property
+    def store(self) -> Store | None:
+        """The open store (None until it is)."""
+        return self._store.store
+
+    @property
+    def webhooks(self) -> WebhookSender | None:
+        service = self._webhooks.service
+        return service if isinstance(service, WebhookSender) else None
+
+    @property
+    def presence(self) -> NodePresence | None:
+        service = self._presence.service if self._presence is not None else None
+        return service if isinstance(service, NodePresence) else None
+
+    @property
+    def api_port(self) -> IListeningPort | None:
+        return self._api_endpoint.port
+
+    @property
+    def admin_port(self) -> IListeningPort | None:
+        return self._admin_endpoint.port if self._admin_endpoint is not None else None
+
+    # -- dialgw.ops.GatewayState ---------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        return self.settings.node.id
+
+    @property
+    def accepting_dials(self) -> bool:
+        return self.api is not None and self.api.accepting
+
+    @property
+    def nodes(self) -> Iterable[PoolNode]:
+        return self.pool
+
+    @property
+    def rate_limits_degraded(self) -> bool:
+        return self.limiter.degraded
+
+    @property
+    def webhook_results(self) -> Mapping[str, int]:
+        sender = self.webhooks
+        return sender.results if sender is not None else {}
+
+    @property
+    def webhook_backlog(self) -> int:
+        return self.backlog
+
+    def census(self) -> Mapping[tuple[str, str], int]:
+        return self.tracker.census() if self.tracker is not None else {}
+
+    def ping_database(self) -> Deferred[object]:
+        store = self.store
+        if store is None:
+            return fail(StoreError("the store is not open yet"))
+        return store.ping().addCallback(lambda _: None)
+
+    # -- starting ----------------------------------------------------------------
+
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)  # type: ignore[no-untyped-call]  # untyped in Twisted
+        # twistd asks the application for its log observer when it starts
+        # logging: `[log] format = json` answers with one JSON object per line.
+        if not (self.daemon and hasattr(parent, "setComponent")):
+            return
+        out: IO[str] = sys.stdout
+        if self.settings.log.format == "json":
+            parent.setComponent(ILogObserver, jsonFileLogObserver(out, recordSeparator=""))
+        elif self.text_log_to_stdout:
+            parent.setComponent(ILogObserver, text_log_observer(out))
+
+    def startService(self) -> None:
+        if self.daemon and hasattr(signal, "SIGHUP"):
+            # An unhandled SIGHUP would kill the daemon; logs go to stdout or
+            # the journal, so there is nothing to reopen.
+            signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP received; ignored"))
+        super().startService()  # type: ignore[no-untyped-call]  # untyped in Twisted
+        Deferred.fromCoroutine(self._start()).addErrback(self._failed)
+
+    async def _start(self) -> None:
+        settings = self.settings
+        store = await self._store.when_open()
+        self.tracker = tracker = CallTracker(
             node_id=settings.node.id,
-            store=self.store,
+            store=store,
             pool=self.pool,
             clock=self.clock,
-            links=self.connections,
+            # NodeConnection.name is Service.name to mypy (str | None); set, here.
+            links=self.connections,  # type: ignore[arg-type]
             dial_strings={fs.name: fs.dial_string for fs in settings.freeswitch},
         )
         # This node's sessions that were live when it stopped: followed again,
-        # reconciled as each switch connection becomes ready.
-        self.tracker.adopt(await self.store.live_sessions(settings.node.id))
-        self.webhooks = WebhookSender(
-            store=self.store,
-            reactor=reactor,
-            clock=self.clock,
-            timeout_sec=settings.webhooks.timeout_sec,
-            max_attempts=settings.webhooks.max_attempts,
-            max_age_sec=settings.webhooks.max_age_sec,
-        )
-        self.tracker.event_listeners.append(self.webhooks.wake)
-        self.webhooks.setServiceParent(self)
-        for connection in self.connections.values():
-            connection.setServiceParent(self)
-        self.limiter = make_limiter(settings.ratelimit, settings.redis, self.clock, reactor)
-        await self.limiter.start()
-        if settings.database.backend == "postgresql" and isinstance(self.limiter, RedisLimiter):
-            # Cluster mode: nodes share the store and Redis; each announces
-            # itself, and survivors adopt the live sessions of a dead node.
-            self.presence = NodePresence(
-                node_id=settings.node.id,
-                redis=self.limiter.run,
-                store=self.store,
-                clock=self.clock,
-                adopt=self.tracker.adopt,
-                ttl_sec=PRESENCE_TTL_SEC,
-            )
-            self.presence.setServiceParent(self)
+        # reconciled with each switch connection that is (or becomes) ready.
+        tracker.adopt(await store.live_sessions(settings.node.id))
         self.api = DialAPI(
-            store=self.store,
-            tracker=self.tracker,
+            store=store,
+            tracker=tracker,
             pool=self.pool,
             node_id=settings.node.id,
             clock=self.clock,
             limiter=self.limiter,
             ratelimit=settings.ratelimit,
         )
-        self.metrics = Metrics() if settings.api.metrics else None
-        if self.metrics is not None:
-            self.metrics.add_collector(GatewayCollector(self))
-        self._backlog_loop = LoopingCall(self._refresh_backlog)
-        self._backlog_loop.clock = self.clock
-        self._backlog_loop.start(10.0, now=True)
-        api = self.requests = RequestLog(self.api.resource(), self.metrics)
-        ops = ops_resources(self, self.metrics)
-        if settings.api.admin_listen is None:
-            port = await self._listen(settings.api.listen, Root(api, ops))
-        else:
-            port = await self._listen(settings.api.listen, Root(api, {}))
-            self.admin_port = await self._listen(settings.api.admin_listen, Root(None, ops))
-        self.api_port = port
+        self._started.fire(store)
+        self.requests.wrapped = self.api.resource()
+        for endpoint in self._listeners:
+            await endpoint.when_listening()
         log.info("dialgw {node} listening on {listen}", node=settings.node.id, listen=settings.api.listen)
-        self.ready.callback(self)
+        self._ready.fire(self)
 
-    async def _listen(self, endpoint: str, root) -> Any:
-        port = await serverFromString(self.reactor, endpoint).listen(api_site(root, self.clock))
-        self._ports.append(port)
-        return port
+    def _failed(self, failure: Failure) -> None:
+        log.failure("dialgw could not start", failure)
+        if not self._started.called:
+            self._started.fail(failure)
+        if not self._ready.called:
+            self._ready.fail(failure)
+        if self.daemon and self.reactor.running:
+            self.reactor.stop()
 
-    async def _refresh_backlog(self) -> None:
-        try:
-            self.backlog = await self.store.count_pending_events()
-        except Exception:
-            log.failure("could not count the webhook backlog")
+    def _refresh_backlog(self) -> Deferred[None] | None:
+        store = self.store
+        if store is None:
+            return None
 
-    async def health(self) -> dict:
-        """The state of each part; ``status`` is ``ok`` when dials can work.
+        async def count() -> None:
+            try:
+                self.backlog = await store.count_pending_events()
+            except Exception:
+                log.failure("could not count the webhook backlog")
 
-        ``ok`` needs the database to answer and at least one FreeSWITCH node
-        ready; anything else is ``unavailable`` (503).
-        """
-        try:
-            await self.store.ping().addTimeout(HEALTH_TIMEOUT_SEC, self.clock)
-            database = "ok"
-        except Exception as error:
-            database = f"error: {type(error).__name__}"
-        nodes = {
-            name: "ready" if connection.ready else "disconnected"
-            for name, connection in self.connections.items()
-        }
-        ok = database == "ok" and "ready" in nodes.values() and self.api is not None and self.api.accepting
-        limiter = getattr(self, "limiter", None)
-        report: dict = {
-            "status": "ok" if ok else "unavailable",
-            "node": self.settings.node.id,
-            "accepting_dials": bool(self.api is not None and self.api.accepting),
-            "database": database,
-            "freeswitch": nodes,
-            "webhook_backlog": self.backlog,
-        }
-        if limiter is not None:
-            report["rate_limits"] = "degraded (Redis unreachable)" if getattr(limiter, "degraded", False) else "ok"
-        return report
+        return Deferred.fromCoroutine(count())
 
-    async def _start_simulator(self) -> None:
-        from dialgw.simulator.server import FreeSwitchSimulator
-
-        sim = self.settings.simulator
-        self.simulator = FreeSwitchSimulator(clock=self.clock, heartbeat_sec=sim.heartbeat_sec)
-        port = await serverFromString(self.reactor, sim.listen).listen(self.simulator.factory())
-        self._ports.append(port)
-        log.info("embedded FreeSWITCH simulator on {listen}", listen=sim.listen)
-        if sim.webhook_receiver is not None:
-            from twisted.web.resource import Resource
-
-            from dialgw.devreceiver import WebhookLog
-
-            root = Resource()
-            root.putChild(b"webhooks", WebhookLog())
-            port = await serverFromString(self.reactor, sim.webhook_receiver).listen(Site(root))
-            self._ports.append(port)
-            log.info("development webhook receiver on {listen}/webhooks", listen=sim.webhook_receiver)
-
-    def _on_event(self, connection: NodeConnection, event) -> None:
+    def _on_event(self, connection: NodeConnection, event: Event) -> None:
         if self.tracker is not None:
-            self.tracker.on_event(connection, event)
+            self.tracker.on_event(connection, event)  # type: ignore[arg-type]  # as links= above
 
-    def _on_ready(self, connection: NodeConnection) -> Deferred | None:
+    def _on_ready(self, connection: NodeConnection) -> Deferred[None] | None:
+        # Before the tracker exists, its adoption reconciles the ready links.
         if self.tracker is None:
             return None
-        return self.tracker.reconcile(connection)
+        return self.tracker.reconcile(connection)  # type: ignore[arg-type]  # as links= above
 
-    def stopService(self) -> Deferred:
+    # -- stopping ----------------------------------------------------------------
+
+    def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
         """SIGTERM: refuse new dials (503), let requests in flight finish
-        (at most `DRAIN_TIMEOUT_SEC`), then stop listening, flush the webhook
-        attempts, say ``exit`` on every ESL connection and close the store.
-        Calls in progress go on in FreeSWITCH; the next start reconciles them.
+        (at most `DRAIN_TIMEOUT_SEC`), then stop the children in reverse
+        order, each after the one before. Calls in progress go on in
+        FreeSWITCH; the next start reconciles them.
         """
         if self.api is not None:
             self.api.accepting = False
-        if self.requests is not None and self.requests.in_flight:
+        if self.requests.in_flight:
             log.info("draining {count} API requests in flight", count=self.requests.in_flight)
             try:
                 await self.requests.drained().addTimeout(DRAIN_TIMEOUT_SEC, self.reactor)
             except Exception:
                 log.warn("requests still in flight after {timeout}s; stopping anyway", timeout=DRAIN_TIMEOUT_SEC)
-        if self._backlog_loop is not None and self._backlog_loop.running:
-            self._backlog_loop.stop()
-        for port in self._ports:
-            await port.stopListening()
-        await super().stopService()
-        if self.simulator is not None:
-            self.simulator.stop()
-        if self.limiter is not None:
-            await self.limiter.close()
-        if self.store is not None:
-            self.store.close()
+        Service.stopService(self)  # type: ignore[no-untyped-call]  # not MultiService's: one child at a time
+        for child in reversed(list(self)):
+            if not child.running:
+                continue
+            try:
+                await maybeDeferred(child.stopService)
+            except Exception:
+                log.failure("stopping {name} failed", name=child.name)
 
 
 def makeService(options: Options) -> GatewayService:

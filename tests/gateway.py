@@ -23,6 +23,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.trial.unittest import TestCase
 
+from dialgw import ids
 from dialgw.calls.machine import STATUSES
 from dialgw.config import parse_config
 from dialgw.esl.client import NodeConnection
@@ -95,6 +96,7 @@ class Harness:
         self.clock = Clock()
         self.clock.advance(start)
         self.simulator = FreeSwitchSimulator(clock=self.clock, heartbeat_sec=20)
+        self.simulator.start()
         testcase.addCleanup(self.simulator.stop)
         self.directory = testcase.mktemp()
         os.mkdir(self.directory)
@@ -188,7 +190,7 @@ class Harness:
     async def placed(self, to: str, **fields: Any) -> str:
         """Dial and wait until the simulator has the channel; the session uuid."""
         session_uuid = (await self.dial(to, **fields)).json()["session_uuid"]
-        channel = session_uuid[6:]
+        channel = ids.channel_of(session_uuid)
         if not to.endswith("7"):
             await self.until(lambda: channel in self.simulator.calls, what=f"channel {channel}")
         return session_uuid

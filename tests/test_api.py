@@ -489,12 +489,12 @@ class RateLimitTests(APITestCase):
     async def test_redis_down_is_not_a_500(self) -> None:
         import socket
 
-        from dialgw.limits import RedisLimiter
+        from dialgw.limits import RedisConnection, RedisLimiter
 
         with socket.socket() as probe:  # a port nothing listens on
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        limiter = RedisLimiter(f"redis://127.0.0.1:{port}/0", self.clock, MemoryLimiter(self.clock))
+        limiter = RedisLimiter(RedisConnection(f"redis://127.0.0.1:{port}/0", self.clock), MemoryLimiter(self.clock))
         self.addCleanup(limiter.close)
         api = DialAPI(
             store=self.store, tracker=self.tracker, pool=self.pool, node_id="acW68", clock=self.clock,
@@ -509,12 +509,12 @@ class RateLimitTests(APITestCase):
 
 class RedisAPITests(APITestCase):
     async def test_redis_killed_mid_test_dials_are_still_answered(self) -> None:
-        from dialgw.limits import RedisLimiter
+        from dialgw.limits import RedisConnection, RedisLimiter
         from tests.redis_server import RedisServer
 
         redis = RedisServer(self)
         redis.start()
-        limiter = RedisLimiter(redis.url, self.clock, MemoryLimiter(self.clock), probe_interval=3.0)
+        limiter = RedisLimiter(RedisConnection(redis.url, self.clock), MemoryLimiter(self.clock), probe_interval=3.0)
         self.addCleanup(limiter.close)
         api = DialAPI(
             store=self.store, tracker=self.tracker, pool=self.pool, node_id="acW68", clock=self.clock,

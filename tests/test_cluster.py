@@ -12,8 +12,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
 
+from dialgw.cluster import PRESENCE_TTL_SEC
 from dialgw.config import parse_config
-from dialgw.service import PRESENCE_TTL_SEC, GatewayService
+from dialgw.service import GatewayService
 from tests import pg
 from tests.gateway import Harness, poll
 from tests.receiver import start_receiver

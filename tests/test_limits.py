@@ -27,11 +27,13 @@ from dialgw.limits import (
     AppLimits,
     Decision,
     MemoryLimiter,
+    RedisConnection,
     RedisLimiter,
     Reservations,
     limits_for,
 )
-from dialgw.limits.redis_limiter import SCRIPT_SHA1, keys_for, parse_redis_url
+from dialgw.limits.redis_connection import parse_redis_url
+from dialgw.limits.redis_limiter import SCRIPT_SHA1, keys_for
 from dialgw.store import App
 from tests.gateway import poll
 from tests.redis_server import RedisServer
@@ -263,7 +265,7 @@ class RedisURLTests(SynchronousTestCase):
 
 
 class LogCapture:
-    """The limiter's log events at warn level and above, and its info events."""
+    """The Redis connection's log events (outages and recoveries)."""
 
     def __init__(self, testcase) -> None:
         self.events: list[dict] = []
@@ -271,7 +273,7 @@ class LogCapture:
         testcase.addCleanup(globalLogPublisher.removeObserver, self.observe)
 
     def observe(self, event: dict) -> None:
-        if event.get("log_namespace") == "dialgw.limits.redis_limiter":
+        if event.get("log_namespace") == "dialgw.limits.redis_connection":
             self.events.append(event)
 
     def count(self, text: str) -> int:
@@ -287,7 +289,9 @@ class RedisLimiterTests(TestCase):
         self.logs = LogCapture(self)
 
     def limiter(self, **kwargs: Any) -> RedisLimiter:
-        limiter = RedisLimiter(self.redis.url, self.clock, MemoryLimiter(self.clock), **kwargs)
+        probe_interval = kwargs.pop("probe_interval", 3.0)
+        connection = RedisConnection(self.redis.url, self.clock, **kwargs)
+        limiter = RedisLimiter(connection, MemoryLimiter(self.clock), probe_interval=probe_interval)
         self.addCleanup(limiter.close)
         return limiter
 

@@ -185,7 +185,7 @@ class RequestLimitTests(OpsTestCase):
         answer = await done
         self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
         self.assertIn(b"X-Request-ID: big-1", answer)
-        self.assertTrue(answer.endswith(b'{"error": "body_too_large", "message": "body is over 64 KiB"}'))
+        self.assertTrue(answer.endswith(b'{"error":"body_too_large","message":"body is over 64 KiB"}'))
 
     async def test_a_trickled_body_times_out(self) -> None:
         head = (

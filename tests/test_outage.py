@@ -56,6 +56,7 @@ class OutageHarness(Harness):
         super().__init__(testcase)
         self.simulator.stop()
         self.simulator = FreeSwitchSimulator(clock=self.clock, heartbeat_sec=HEARTBEAT_SEC)
+        self.simulator.start()
         testcase.addCleanup(self.simulator.stop)
 
     def config_text(self, sim_port: int, api=None, **extra: str) -> str:

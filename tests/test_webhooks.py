@@ -16,6 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.iweb import IBodyProducer
 
+from dialgw.config import WebhookSettings
 from dialgw.store import Session, open_sqlite_store
 from dialgw.webhooks.sender import USER_AGENT, BodyProducer, WebhookSender
 from tests.gateway import Harness, poll
@@ -52,8 +53,8 @@ class SenderTestCase(TestCase):
 
     def new_sender(self, **options) -> WebhookSender:
         sender = WebhookSender(
-            store=self.store, reactor=reactor, clock=self.clock, timeout_sec=10,
-            max_attempts=options.pop("max_attempts", 10), max_age_sec=86400,
+            store=self.store, reactor=reactor, clock=self.clock,
+            settings=WebhookSettings(timeout_sec=10, max_attempts=options.pop("max_attempts", 10), max_age_sec=86400),
             rng=random.Random(42), **options,
         )
         sender.startService()

@@ -17,52 +17,90 @@ none: there is no app to speak of.
 
 from __future__ import annotations
 
-import json
-import re
-import uuid
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, cast
 
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from dialgw import ids
 from dialgw.api import openapi, validation
-from dialgw.api.errors import INTERNAL_ERROR, METHOD_NOT_ALLOWED, NOT_FOUND, UNAUTHORIZED, ApiError
+from dialgw.api.context import ApiRequest, context_of
+from dialgw.api.errors import (
+    BODY_TOO_LARGE,
+    INTERNAL_ERROR,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    REASONS,
+    SHUTTING_DOWN,
+    UNAUTHORIZED,
+    ApiError,
+    json_body,
+)
+from dialgw.api.validation import DialRequest
 from dialgw.calls.machine import DIALING, ENDED
 from dialgw.config import RateLimitSettings
 from dialgw.limits import AppLimits, Decision, Limiter, Reservations, limits_for
-from dialgw.pool import NoCapacity
-from dialgw.store import IdempotencyRecord, Session, SessionEvent
+from dialgw.pool import NoCapacity, NodePool
+from dialgw.store import App, IdempotencyRecord, Session, SessionEvent, Store
 from dialgw.timefmt import rfc3339
 
 log = Logger()
 
-_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}", re.ASCII)
-_SESSION_UUID = re.compile(
-    r"[A-Za-z0-9]{5}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII
-)
 JSON = "application/json"
 
 #: GET /api/v1/openapi.json's body, encoded once.
-_OPENAPI_BODY = json.dumps(openapi.SPEC, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+_OPENAPI_BODY = json_body(openapi.SPEC)
 
-#: Reason phrases Twisted does not know (it would send "Unknown Status").
-_REASONS = {422: b"Unprocessable Content", 429: b"Too Many Requests"}
-
-
-def _header(request: IRequest, name: bytes) -> str | None:
+def _header(request: ApiRequest, name: bytes) -> str | None:
     value = request.getHeader(name)
     if value is None:
         return None
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
-def json_body(obj: Any) -> bytes:
-    """Compact UTF-8 JSON, the one encoding of every response body."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+def request_id(request: ApiRequest) -> str:
+    """The request's X-Request-ID: the one sent if valid, else a new one (set on the answer)."""
+    context = context_of(request)
+    if context.request_id is None:
+        given = _header(request, b"x-request-id")
+        context.request_id = given if given and ids.is_request_id(given) else ids.new_uuid()
+        request.setHeader(b"x-request-id", context.request_id.encode("ascii"))
+    return context.request_id
+
+
+def respond(request: ApiRequest, status: int, body: bytes, headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """Set the status, JSON content type, request id and ``headers``; return ``body``."""
+    request_id(request)
+    request.setResponseCode(status, REASONS.get(status))
+    request.setHeader(b"content-type", JSON.encode("ascii"))
+    for name, value in headers:
+        request.setHeader(name.encode("ascii"), value.encode("ascii"))
+    return body
+
+
+def respond_error(request: ApiRequest, error: ApiError) -> bytes:
+    """The JSON error envelope of ``error``."""
+    return respond(request, error.status, error.encoded(), error.headers)
+
+
+class Unavailable(Resource):
+    """Answers every request with one `ApiError` (the API before it is ready)."""
+
+    isLeaf = True
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # untyped in Twisted
+        self._error = error
+
+    def render(self, request: ApiRequest) -> bytes:
+        return respond_error(request, self._error)
 
 
 def session_view(session: Session) -> bytes:
@@ -103,6 +141,14 @@ def event_view(event: SessionEvent) -> dict[str, Any]:
     return view
 
 
+class CallControl(Protocol):
+    """What the API asks of the call tracker."""
+
+    def originate(self, session: Session) -> Deferred[Any]: ...
+
+    def hangup_session(self, session: Session) -> Deferred[Any]: ...
+
+
 class DialAPI:
     """The Klein application; one per daemon."""
 
@@ -111,14 +157,13 @@ class DialAPI:
     def __init__(
         self,
         *,
-        store: Any,
-        tracker: Any,
-        pool: Any,
+        store: Store,
+        tracker: CallControl,
+        pool: NodePool,
         node_id: str,
         clock: IReactorTime,
         limiter: Limiter,
         ratelimit: RateLimitSettings,
-        new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._store = store
         self._tracker = tracker
@@ -130,71 +175,45 @@ class DialAPI:
         self._ratelimit = ratelimit
         #: Dials admitted here whose session row is not committed yet.
         self.reservations = Reservations()
-        self._new_uuid = new_uuid
+        #: False once the gateway is stopping: new dials get a 503.
         self.accepting = True
 
-    def resource(self):
+    def resource(self) -> IResource:
         return self.app.resource()
 
     # -- plumbing ---------------------------------------------------------------
 
-    def _request_id(self, request: IRequest) -> str:
-        rid = getattr(request, "dialgw_request_id", None)
-        if rid is None:
-            given = _header(request, b"x-request-id")
-            rid = given if given and _REQUEST_ID.fullmatch(given) else self._new_uuid()
-            request.dialgw_request_id = rid
-            request.setHeader(b"x-request-id", rid.encode("ascii"))
-        return rid
-
-    def _respond(
-        self,
-        request: IRequest,
-        status: int,
-        body: bytes,
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> bytes:
-        self._request_id(request)
-        request.setResponseCode(status, _REASONS.get(status))
-        request.setHeader(b"content-type", JSON.encode("ascii"))
-        for name, value in headers:
-            request.setHeader(name.encode("ascii"), value.encode("ascii"))
-        return body
-
-    def _error(self, request: IRequest, error: ApiError) -> bytes:
-        return self._respond(request, error.status, json_body(error.body()), error.headers)
-
-    async def _guard(self, request: IRequest, handler) -> bytes:
+    async def _guard(self, request: ApiRequest, handler: Callable[[], Awaitable[bytes]]) -> bytes:
         """Run a handler: errors become the JSON envelope, bugs a logged 500."""
-        rid = self._request_id(request)
+        rid = request_id(request)
         try:
             return await handler()
         except ApiError as error:
-            return self._error(request, error)
+            return respond_error(request, error)
         except Exception:
             log.failure("request {request_id} failed", request_id=rid)
-            return self._error(request, INTERNAL_ERROR)
+            return respond_error(request, INTERNAL_ERROR)
 
-    def _credentials(self, request: IRequest) -> tuple[str, str]:
+    def _credentials(self, request: ApiRequest) -> tuple[str, str]:
         app_id = _header(request, b"x-app-id")
         api_key = _header(request, b"x-api-key")
         if not app_id or not api_key:
             raise UNAUTHORIZED
         return app_id, api_key
 
-    def _authenticated(self, request: IRequest, app: Any):
+    def _authenticated(self, request: ApiRequest, app: App | None) -> App:
         if app is None:
             raise UNAUTHORIZED
-        request.dialgw_app_id = app.app_id  # for the request's log line
+        context_of(request).app_id = app.app_id  # for the request's log line
         return app
 
-    async def _authenticate(self, request: IRequest):
+    async def _authenticate(self, request: ApiRequest) -> App:
         app_id, api_key = self._credentials(request)
         return self._authenticated(request, await self._store.authenticate(app_id, api_key))
 
-    async def _own_session(self, request: IRequest, session_uuid: str) -> tuple[Any, Session]:
+    async def _own_session(self, request: ApiRequest, session_uuid: str) -> tuple[App, Session]:
         """The app and its session: 401 before 404, one database round trip."""
-        if _SESSION_UUID.fullmatch(session_uuid) is None:
+        if not ids.is_session_id(session_uuid):
             await self._authenticate(request)
             raise NOT_FOUND
         app_id, api_key = self._credentials(request)
@@ -207,31 +226,31 @@ class DialAPI:
     # -- routes ----------------------------------------------------------------
 
     @app.route("/api/v1/dial", methods=["POST"])
-    def dial(self, request: IRequest):
+    def dial(self, request: ApiRequest) -> Awaitable[bytes]:
         return self._guard(request, lambda: self._dial(request))
 
     @app.route("/api/v1/dial/<string:session_uuid>", methods=["GET"])
-    def get_session(self, request: IRequest, session_uuid: str):
+    def get_session(self, request: ApiRequest, session_uuid: str) -> Awaitable[bytes]:
         async def handler() -> bytes:
             _, session = await self._own_session(request, session_uuid)
-            return self._respond(request, 200, session_view(session))
+            return respond(request, 200, session_view(session))
 
         return self._guard(request, handler)
 
     @app.route("/api/v1/dial/<string:session_uuid>", methods=["DELETE"])
-    def delete_session(self, request: IRequest, session_uuid: str):
+    def delete_session(self, request: ApiRequest, session_uuid: str) -> Awaitable[bytes]:
         async def handler() -> bytes:
             _, session = await self._own_session(request, session_uuid)
             body = {"session_uuid": session.session_uuid, "status": session.status}
             if session.status == ENDED:
-                return self._respond(request, 200, json_body(body))
+                return respond(request, 200, json_body(body))
             await self._tracker.hangup_session(session)
-            return self._respond(request, 202, json_body(body))
+            return respond(request, 202, json_body(body))
 
         return self._guard(request, handler)
 
     @app.route("/api/v1/dial/<string:session_uuid>/events", methods=["GET"])
-    def session_events(self, request: IRequest, session_uuid: str):
+    def session_events(self, request: ApiRequest, session_uuid: str) -> Awaitable[bytes]:
         async def handler() -> bytes:
             _, session = await self._own_session(request, session_uuid)
             events = await self._store.session_events(session.session_uuid)
@@ -239,56 +258,59 @@ class DialAPI:
                 "session_uuid": session.session_uuid,
                 "events": [event_view(event) for event in events],
             }
-            return self._respond(request, 200, json_body(body))
+            return respond(request, 200, json_body(body))
 
         return self._guard(request, handler)
 
     @app.route("/api/v1/openapi.json", methods=["GET"])
-    def openapi_document(self, request: IRequest) -> bytes:
+    def openapi_document(self, request: ApiRequest) -> bytes:
         """The OpenAPI document of this API (`dialgw.api.openapi`); no auth."""
-        return self._respond(request, 200, _OPENAPI_BODY)
+        return respond(request, 200, _OPENAPI_BODY)
 
     @app.handle_errors(NotFound)
-    def not_found(self, request: IRequest, failure) -> bytes:
-        return self._error(request, NOT_FOUND)
+    def not_found(self, request: IRequest, failure: Failure) -> bytes:
+        return respond_error(cast(ApiRequest, request), NOT_FOUND)
 
     @app.handle_errors(MethodNotAllowed)
-    def method_not_allowed(self, request: IRequest, failure) -> bytes:
-        allowed = ", ".join(failure.value.valid_methods or ())
+    def method_not_allowed(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, MethodNotAllowed)
+        allowed = ", ".join(error.valid_methods or ())
+        answer = cast(ApiRequest, request)  # Klein hands its handlers an untyped IRequest
         if allowed:
-            request.setHeader(b"allow", allowed.encode("ascii"))
-        return self._error(request, METHOD_NOT_ALLOWED)
+            answer.setHeader(b"allow", allowed.encode("ascii"))
+        return respond_error(answer, METHOD_NOT_ALLOWED)
 
     # -- POST /dial ------------------------------------------------------------
 
-    async def _dial(self, request: IRequest) -> bytes:
+    async def _dial(self, request: ApiRequest) -> bytes:
         app = await self._authenticate(request)
         limits = limits_for(app, self._ratelimit)
         try:
             return await self._dial_as(request, app, limits)
         finally:
-            if not getattr(request, "dialgw_ratelimit_headers", False):
+            if not context_of(request).ratelimit_headers:
                 await self._peek_limits(request, app.app_id, limits)
 
-    def _limit_headers(self, request: IRequest, decision: Decision) -> None:
+    def _limit_headers(self, request: ApiRequest, decision: Decision) -> None:
         for name, value in decision.headers():
             request.setHeader(name.encode("ascii"), value.encode("ascii"))
-        request.dialgw_ratelimit_headers = True
+        context_of(request).ratelimit_headers = True
 
-    async def _peek_limits(self, request: IRequest, app_id: str, limits: AppLimits) -> None:
+    async def _peek_limits(self, request: ApiRequest, app_id: str, limits: AppLimits) -> None:
         """Headers for an answer decided before the limiter: a look, no token taken."""
         try:
             self._limit_headers(request, await self._limiter.peek(app_id, limits))
         except Exception:
-            log.failure("request {request_id}: no rate-limit headers", request_id=self._request_id(request))
+            log.failure("request {request_id}: no rate-limit headers", request_id=request_id(request))
 
-    async def _dial_as(self, request: IRequest, app: Any, limits: AppLimits) -> bytes:
-        rid = self._request_id(request)
+    async def _dial_as(self, request: ApiRequest, app: App, limits: AppLimits) -> bytes:
+        rid = request_id(request)
         if not self.accepting:
-            raise ApiError(503, "no_fs_capacity", "the gateway is shutting down", headers=(("Retry-After", "5"),))
-        raw = request.content.read(validation.MAX_BODY_BYTES + 1)
+            raise SHUTTING_DOWN
+        raw = request.content.read(validation.MAX_BODY_BYTES + 1) if request.content is not None else b""
         if len(raw) > validation.MAX_BODY_BYTES:
-            raise ApiError(413, "body_too_large", "body is over 64 KiB")
+            raise BODY_TOO_LARGE
         validation.check_content_type(_header(request, b"content-type"))
         key = validation.check_idempotency_key(_header(request, b"idempotency-key"))
         dial = validation.validate_dial(raw)
@@ -313,13 +335,13 @@ class DialAPI:
             decision = await self._limiter.check(app.app_id, limits, live + in_flight)
             self._limit_headers(request, decision)
             if not decision.allowed:
-                request.dialgw_limit = decision.limit  # for the rejection metrics
+                context_of(request).limit = decision.limit  # for the rejection metrics
                 raise _rate_limited(decision)
             return await self._place(request, rid, app, dial, key, now)
         finally:
             self.reservations.release(app.app_id, ticket)
 
-    async def _place(self, request: IRequest, rid: str, app: Any, dial: Any, key: str | None,
+    async def _place(self, request: ApiRequest, rid: str, app: App, dial: DialRequest, key: str | None,
                      now: float) -> bytes:
         try:
             node = self._pool.reserve()
@@ -327,14 +349,14 @@ class DialAPI:
             raise ApiError(
                 503, "no_fs_capacity", full.reason, headers=(("Retry-After", str(full.retry_after)),)
             ) from None
-        channel_uuid = self._new_uuid()
+        channel_uuid = ids.new_uuid()
         session = Session(
-            session_uuid=f"{self._node_id}-{channel_uuid}",
+            session_uuid=ids.session_id(self._node_id, channel_uuid),
             app_id=app.app_id,
             node_id=self._node_id,
             fs_node=node.name,
             channel_uuid=channel_uuid,
-            job_uuid=self._new_uuid(),
+            job_uuid=ids.new_uuid(),
             to_number=dial.to,
             from_number=dial.from_,
             timeout_sec=dial.timeout_sec,
@@ -366,18 +388,18 @@ class DialAPI:
             self._pool.release(node.name)
             return self._replay(request, existing, dial)
         self._tracker.originate(session)
-        return self._respond(
+        return respond(
             request, 202, body, [("Location", f"/api/v1/dial/{session.session_uuid}")]
         )
 
-    def _replay(self, request: IRequest, record: IdempotencyRecord, dial: Any) -> bytes:
+    def _replay(self, request: ApiRequest, record: IdempotencyRecord, dial: DialRequest) -> bytes:
         if record.request_hash != dial.request_hash:
             raise ApiError(
                 422,
                 "idempotency_key_reused",
                 "this Idempotency-Key was used with a different request body",
             )
-        return self._respond(
+        return respond(
             request,
             record.response_status,
             record.response_body.encode("utf-8"),

@@ -1,8 +1,25 @@
-"""The JSON error envelope of every API failure (SPEC §1, Errors)."""
+"""The JSON error envelope of every API failure (SPEC §1, Errors), built here only."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import attrs
+
+
+def json_body(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, the one encoding of every response body."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+#: Reason phrases Twisted does not know (it would send "Unknown Status").
+REASONS = {
+    408: b"Request Timeout",
+    413: b"Payload Too Large",
+    422: b"Unprocessable Content",
+    429: b"Too Many Requests",
+}
 
 
 @attrs.frozen
@@ -23,8 +40,16 @@ class ApiError(Exception):
         body.update(self.extra)
         return body
 
+    def encoded(self) -> bytes:
+        """The response body: `body` as `json_body`."""
+        return json_body(self.body())
+
 
 UNAUTHORIZED = ApiError(401, "unauthorized", "missing or invalid X-App-ID / X-API-Key")
 NOT_FOUND = ApiError(404, "not_found", "no such resource")
 METHOD_NOT_ALLOWED = ApiError(405, "method_not_allowed", "method not allowed on this resource")
+REQUEST_TIMEOUT = ApiError(408, "request_timeout", "the request body did not arrive in time")
+BODY_TOO_LARGE = ApiError(413, "body_too_large", "body is over 64 KiB")
 INTERNAL_ERROR = ApiError(500, "internal_error", "internal error; it was logged with the request id")
+SHUTTING_DOWN = ApiError(503, "no_fs_capacity", "the gateway is shutting down", headers=(("Retry-After", "5"),))
+STARTING = ApiError(503, "no_fs_capacity", "the gateway is starting", headers=(("Retry-After", "1"),))

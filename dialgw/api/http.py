@@ -8,13 +8,16 @@ as it knows, and gives the whole body `BODY_DEADLINE_SEC` to arrive.
 
 from __future__ import annotations
 
-import json
-import uuid
-
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http
+from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from dialgw.api.errors import BODY_TOO_LARGE, REASONS, REQUEST_TIMEOUT, ApiError
 from dialgw.api.validation import MAX_BODY_BYTES
+from dialgw.ids import is_request_id, new_uuid
 
 log = Logger()
 
@@ -32,30 +35,32 @@ class LimitedRequest(Request):
 
     def gotLength(self, length: int | None) -> None:
         # The site's reactor: the daemon's clock (a task.Clock in tests).
-        self._deadline = self.channel.site.reactor.callLater(BODY_DEADLINE_SEC, self._too_slow)
+        # (Site sets ``channel.site``; Twisted's stubs do not know it.)
+        clock: IReactorTime = self.channel.site.reactor  # type: ignore[attr-defined]
+        self._deadline = clock.callLater(BODY_DEADLINE_SEC, self._too_slow)
         if length is not None and length > MAX_REQUEST_BODY:
-            self._refuse(413, "body_too_large", "body is over 64 KiB")
+            self._refuse(BODY_TOO_LARGE)
             return
-        super().gotLength(length)
+        super().gotLength(length)  # type: ignore[no-untyped-call]  # untyped in Twisted
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
             return
         self._received += len(data)
         if self._received > MAX_REQUEST_BODY:
-            self._refuse(413, "body_too_large", "body is over 64 KiB")
+            self._refuse(BODY_TOO_LARGE)
             return
-        super().handleContentChunk(data)
+        super().handleContentChunk(data)  # type: ignore[no-untyped-call]  # untyped in Twisted
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self._cancel_deadline()
         if self._refused:
             return
-        super().requestReceived(command, path, version)
+        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]  # untyped in Twisted
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure) -> None:
         self._cancel_deadline()
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]  # untyped in Twisted
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -65,24 +70,23 @@ class LimitedRequest(Request):
     def _too_slow(self) -> None:
         self._deadline = None
         log.info("request body not received within {sec}s; connection closed", sec=BODY_DEADLINE_SEC)
-        self._refuse(408, "request_timeout", "the request body did not arrive in time")
+        self._refuse(REQUEST_TIMEOUT)
 
-    def _refuse(self, status: int, code: str, message: str) -> None:
+    def _refuse(self, error: ApiError) -> None:
         """Answer at once and close: the rest of the body is never read."""
         if self._refused:
             return
         self._refused = True
         self._cancel_deadline()
-        body = json.dumps({"error": code, "message": message}).encode()
-        given = self.requestHeaders.getRawHeaders(b"x-request-id", [b""])[-1]
-        rid = given if 0 < len(given) <= 128 and given.isascii() and b" " not in given else None
-        rid = rid or str(uuid.uuid4()).encode()
-        reason = {413: b"Payload Too Large", 408: b"Request Timeout"}[status]
+        body = error.encoded()
+        given = self.requestHeaders.getRawHeaders(b"x-request-id", [b""])[-1].decode("latin-1")
+        rid = (given if is_request_id(given) else new_uuid()).encode("ascii")
         transport = self.channel.transport
+        assert transport is not None  # a request lives on a connection
         transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
             b"X-Request-ID: %s\r\nConnection: close\r\n\r\n%s"
-            % (status, reason, len(body), rid, body)
+            % (error.status, REASONS[error.status], len(body), rid, body)
         )
         transport.loseConnection()
 
@@ -92,13 +96,14 @@ class _Site(Site):
     the one line per request (with its request ID and app), and a second,
     combined-format line per request would cost as much again."""
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 
-def api_site(root, clock) -> Site:
+def api_site(root: Resource, clock: IReactorTime) -> Site:
     """The Site every dialgw listener uses: limited requests, no tracebacks."""
-    site = _Site(root, timeout=IDLE_TIMEOUT_SEC, reactor=clock)
+    # Site's constructor is untyped in Twisted; its reactor is only used as a clock.
+    site = _Site(root, timeout=IDLE_TIMEOUT_SEC, reactor=clock)  # type: ignore[no-untyped-call]
     site.requestFactory = LimitedRequest
     site.displayTracebacks = False
     return site

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from dialgw.esl.frames import EVENT_PLAIN, ESLProtocolError, Event, Frame, FrameParser, parse_event
+from dialgw.observe import Observers
 
 __all__ = [
     "ESLAuthError",
@@ -121,7 +122,7 @@ class ESLClientProtocol(Protocol):
         self._parser = FrameParser()
         self._queue: deque[_Pending] = deque()
         self._held: list[tuple[bytes, _Pending]] = []
-        self._auth_waiters: list[Deferred[None]] = []
+        self._auth_waiters: Observers[None] = Observers()
         self._auth_result: ESLAuthError | None | bool = False  # False: undecided
         self._auth_sent = False
         self._auth_timer: IDelayedCall | None = None
@@ -267,9 +268,7 @@ class ESLClientProtocol(Protocol):
             if not pending.abandoned:
                 self._queue.append(pending)
                 self._tcp.write(data)
-        waiters, self._auth_waiters = self._auth_waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._auth_waiters.fire(None)
 
     def _auth_failed(self, error: ESLAuthError) -> None:
         self._auth_result = error
@@ -281,9 +280,7 @@ class ESLClientProtocol(Protocol):
             if not pending.abandoned:
                 pending.settle()
                 pending.deferred.errback(error)
-        waiters, self._auth_waiters = self._auth_waiters, []
-        for waiter in waiters:
-            waiter.errback(error)
+        self._auth_waiters.fail(error)
 
     def _disconnect_notice(self, frame: Frame) -> None:
         handler = self.on_disconnect_notice
@@ -306,9 +303,7 @@ class ESLClientProtocol(Protocol):
             return succeed(None)
         if isinstance(result, ESLAuthError):
             return fail(result)
-        waiter: Deferred[None] = Deferred()
-        self._auth_waiters.append(waiter)
-        return waiter
+        return self._auth_waiters.when()
 
     def send_command(self, command: str, headers: Mapping[str, str] | None = None) -> Deferred[Frame]:
         """Send one command; the Deferred fires with its reply frame.

@@ -7,14 +7,13 @@ Redis cannot be reached).
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.interfaces import IReactorTime
 
-from dialgw.config import RateLimitSettings, RedisSettings
+from dialgw.config import RateLimitSettings
 from dialgw.limits.base import Limiter
 from dialgw.limits.memory import MemoryLimiter
 from dialgw.limits.policy import COOLDOWN, DIALS_PER_SEC, MAX_CONCURRENT, AppLimits, Decision, limits_for
+from dialgw.limits.redis_connection import RedisConnection
 from dialgw.limits.redis_limiter import RedisLimiter
 from dialgw.limits.reservations import Reservations
 
@@ -26,6 +25,7 @@ __all__ = [
     "Decision",
     "Limiter",
     "MemoryLimiter",
+    "RedisConnection",
     "RedisLimiter",
     "Reservations",
     "limits_for",
@@ -33,9 +33,10 @@ __all__ = [
 ]
 
 
-def make_limiter(ratelimit: RateLimitSettings, redis: RedisSettings, clock: IReactorTime,
-                 reactor: Any = None) -> Limiter:
-    """The limiter ``[ratelimit] backend`` names."""
+def make_limiter(ratelimit: RateLimitSettings, redis: RedisConnection | None, clock: IReactorTime) -> Limiter:
+    """The limiter ``[ratelimit] backend`` names (``redis``: over ``redis``, which must be given)."""
     if ratelimit.backend == "redis":
-        return RedisLimiter(redis.url, clock, fallback=MemoryLimiter(clock), reactor=reactor)
+        if redis is None:
+            raise ValueError("[ratelimit] backend = redis needs the Redis connection")
+        return RedisLimiter(redis, fallback=MemoryLimiter(clock))
     return MemoryLimiter(clock)

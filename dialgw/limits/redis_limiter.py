@@ -17,20 +17,13 @@ of Redis.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
-import attrs
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
-from twisted.python.failure import Failure
+from twisted.internet.defer import Deferred
 
 from dialgw.limits.memory import MemoryLimiter
 from dialgw.limits.policy import AppLimits, Decision
-
-log = Logger()
+from dialgw.limits.redis_connection import RedisConnection
 
 #: The decision of `MemoryLimiter.decide`, line for line, with Redis's TIME.
 #: Lua numbers returned to Redis become integers, so it returns only whole
@@ -112,45 +105,6 @@ def keys_for(app_id: str) -> list[str]:
     return [f"{prefix}:bucket", f"{prefix}:refusals", f"{prefix}:cooldown"]
 
 
-@attrs.frozen
-class RedisAddress:
-    """Where Redis is, from a ``redis://``, ``rediss://`` or ``unix://`` URL."""
-
-    host: str | None
-    port: int
-    unix_path: str | None
-    db: int | None
-    username: str | None
-    password: str | None
-    tls: bool
-
-    def describe(self) -> str:
-        """Where, for logs: never the password."""
-        if self.unix_path is not None:
-            return f"unix:{self.unix_path}"
-        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db or 0}"
-
-
-def parse_redis_url(url: str) -> RedisAddress:
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    if parts.scheme == "unix":
-        db_text = query.get("db", [None])[0]
-        password = query.get("password", [None])[0]
-        return RedisAddress(None, 0, parts.path, int(db_text) if db_text else None,
-                            None, password, False)
-    path = parts.path.strip("/")
-    return RedisAddress(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 6379,
-        unix_path=None,
-        db=int(path) if path else None,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        tls=parts.scheme == "rediss",
-    )
-
-
 def _decision(reply: Any, limits: AppLimits) -> Decision:
     allowed, limit, retry_after, remaining, reset = reply
     return Decision(
@@ -163,59 +117,23 @@ def _decision(reply: Any, limits: AppLimits) -> Decision:
     )
 
 
-def _quietly(d: Deferred | None) -> None:
-    if d is not None:
-        d.addErrback(lambda failure: None)
-
-
 class RedisLimiter:
     """Limits shared by every gateway node through Redis, with a local fallback."""
 
-    def __init__(
-        self,
-        redis_url: str,
-        clock: IReactorTime,
-        fallback: MemoryLimiter,
-        timeout: float = 0.25,
-        *,
-        probe_interval: float = 3.0,
-        reactor: Any = None,
-    ) -> None:
-        self._address = parse_redis_url(redis_url)
-        self._clock = clock
+    def __init__(self, connection: RedisConnection, fallback: MemoryLimiter, *,
+                 probe_interval: float = 3.0) -> None:
+        self._redis = connection
+        self._clock = connection.clock
         self._fallback = fallback
-        self._timeout = timeout
         self._probe_interval = probe_interval
-        #: For connecting only; None: the global reactor, imported when connecting.
-        self._reactor = reactor
-        self._factory: Any = None  # a connected txredisapi.RedisFactory
-        self._handler: Any = None  # its command interface
-        self._attempt: Any = None  # a factory still connecting
-        self._waiters: list[Deferred] = []
-        self._degraded = False
         self._probing = False
-        self._next_probe_at = 0.0
-        self._closed = False
 
     @property
     def degraded(self) -> bool:
-        return self._degraded
-
-    @property
-    def where(self) -> str:
-        return self._address.describe()
+        return self._redis.degraded
 
     def start(self) -> Deferred[None]:
-        async def ping() -> None:
-            try:
-                handler = await self._connection()
-                await self._timed(handler.ping())
-            except Exception:
-                self._outage(Failure())
-            else:
-                self._recovered()
-
-        return Deferred.fromCoroutine(ping())
+        return self._redis.ping()
 
     def check(self, app_id: str, limits: AppLimits, live_sessions: int) -> Deferred[Decision]:
         return Deferred.fromCoroutine(self._decide(app_id, limits, live_sessions, True))
@@ -223,38 +141,18 @@ class RedisLimiter:
     def peek(self, app_id: str, limits: AppLimits) -> Deferred[Decision]:
         return Deferred.fromCoroutine(self._decide(app_id, limits, 0, False))
 
-    def run(self, command: Callable[[Any], Deferred]) -> Deferred:
-        """Run ``command(connection)`` on this Redis connection, with the deadline.
-
-        For the other users of the same Redis (cluster presence): a failure
-        counts as an outage like a failed limit check, and raises.
-        """
-
-        async def go() -> Any:
-            if self._closed:
-                raise ConnectionError(f"Redis {self.where}: closed")
-            try:
-                handler = await self._connection()
-                result = await self._timed(command(handler))
-            except Exception:
-                self._outage(Failure())
-                raise
-            self._recovered()
-            return result
-
-        return Deferred.fromCoroutine(go())
-
     def close(self) -> Deferred[None]:
-        self._closed = True
-        self._drop()
-        return succeed(None)
+        return self._redis.close()
 
     # -- deciding ---------------------------------------------------------------
 
     async def _decide(self, app_id: str, limits: AppLimits, live_sessions: int, take: bool) -> Decision:
-        if self._closed or (self._degraded and (self._probing or self._clock.seconds() < self._next_probe_at)):
+        redis = self._redis
+        if redis.closed or (
+            redis.degraded and (self._probing or self._clock.seconds() < redis.failed_at + self._probe_interval)
+        ):
             return self._fallback.decide(app_id, limits, live_sessions, take)
-        probe = self._degraded
+        probe = redis.degraded
         self._probing = self._probing or probe
         try:
             args = [
@@ -262,132 +160,21 @@ class RedisLimiter:
                 str(limits.cooldown_after), repr(float(limits.cooldown_window_sec)),
                 repr(float(limits.cooldown_sec)), str(live_sessions), "1" if take else "0",
             ]
-            decision = _decision(await self._evaluate(keys_for(app_id), args), limits)
+            keys = keys_for(app_id)
+            reply = await redis.run(lambda handler: Deferred.fromCoroutine(_evaluate(handler, keys, args)))
+            return _decision(reply, limits)
         except Exception:
-            self._outage(Failure())
             return self._fallback.decide(app_id, limits, live_sessions, take)
         finally:
             if probe:
                 self._probing = False
-        self._recovered()
-        return decision
 
-    async def _evaluate(self, keys: list[str], args: list[str]) -> Any:
-        from txredisapi import ScriptDoesNotExist
 
-        handler = await self._connection()
-        try:
-            return await self._timed(handler.evalsha(SCRIPT_SHA1, keys, args))
-        except ScriptDoesNotExist:
-            # NOSCRIPT: this server has not seen the script yet (or flushed it).
-            return await self._timed(handler.eval(SCRIPT, keys, args))
+async def _evaluate(handler: Any, keys: list[str], args: list[str]) -> Any:
+    from txredisapi import ScriptDoesNotExist
 
-    def _timed(self, d: Deferred) -> Deferred:
-        # txredisapi waits for a reply as long as it takes: every call gets its own deadline.
-        return d.addTimeout(self._timeout, self._clock)
-
-    # -- outage and recovery ----------------------------------------------------
-
-    def _outage(self, failure: Failure) -> None:
-        self._drop()
-        self._next_probe_at = self._clock.seconds() + self._probe_interval
-        if not self._degraded and not self._closed:
-            self._degraded = True
-            log.warn(
-                "Redis {where} unreachable ({error}): rate limits are this node's own until it answers",
-                where=self.where,
-                error=failure.getErrorMessage() or failure.type.__name__,
-            )
-
-    def _lost(self, factory: Any) -> None:
-        if factory is self._factory and not self._closed:
-            self._outage(Failure(ConnectionError("connection lost")))
-
-    def _recovered(self) -> None:
-        if self._degraded:
-            self._degraded = False
-            log.info("Redis {where} answers again: rate limits are shared again", where=self.where)
-
-    # -- the connection ---------------------------------------------------------
-
-    def _connection(self) -> Deferred:
-        """The connected command interface; connects (one attempt at a time) if needed."""
-        if self._handler is not None:
-            return succeed(self._handler)
-        waiter: Deferred = Deferred()
-        self._waiters.append(waiter)
-        if self._attempt is None:
-            self._connect()
-        return waiter
-
-    def _connect(self) -> None:
-        import txredisapi
-
-        address = self._address
-        factory = txredisapi.RedisFactory(
-            address.describe(), address.db, 1, isLazy=False,
-            password=address.password, username=address.username,
-        )
-        # One connection, no reconnecting of its own: a lost connection is an
-        # outage, and we probe again on our clock.
-        factory.reconnect = False
-        self._attempt = factory
-        ready = factory.deferred
-        ready.addTimeout(self._timeout, self._clock)
-
-        def connected(handler: Any) -> None:
-            if self._attempt is not factory:
-                # Dropped (an outage, or close()) while it was connecting.
-                _quietly(factory.disconnect())
-                return
-            self._attempt = None
-            self._factory, self._handler = factory, handler
-            # A lost connection is an outage now, not at the next dial.
-            factory.waitForEmptyPool().addCallback(lambda _: self._lost(factory))
-            self._fire_waiters(handler)
-
-        def failed(failure: Failure) -> None:
-            _quietly(factory.disconnect())
-            if self._attempt is factory:
-                self._attempt = None
-                self._fire_waiters(failure)
-
-        ready.addCallbacks(connected, failed)
-        try:
-            factory.startConnecting(self._endpoint())
-        except Exception:
-            if not ready.called:
-                ready.errback()
-
-    def _endpoint(self) -> Any:
-        from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
-
-        reactor = self._reactor
-        if reactor is None:
-            from twisted.internet import reactor  # type: ignore[no-redef]
-        address = self._address
-        connect_timeout = max(1.0, self._timeout * 4)
-        if address.unix_path is not None:
-            return UNIXClientEndpoint(reactor, address.unix_path, timeout=connect_timeout)
-        endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=connect_timeout)
-        if address.tls:
-            from twisted.internet.ssl import optionsForClientTLS
-
-            endpoint = wrapClientTLS(optionsForClientTLS(address.host), endpoint)
-        return endpoint
-
-    def _fire_waiters(self, result: Any) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if isinstance(result, Failure):
-                waiter.errback(result)
-            else:
-                waiter.callback(result)
-
-    def _drop(self) -> None:
-        """Close the connection (and any attempt); the next probe opens a new one."""
-        for factory in (self._factory, self._attempt):
-            if factory is not None:
-                _quietly(factory.disconnect())
-        self._factory = self._handler = self._attempt = None
-        self._fire_waiters(Failure(ConnectionError(f"Redis {self.where}: connection dropped")))
+    try:
+        return await handler.evalsha(SCRIPT_SHA1, keys, args)
+    except ScriptDoesNotExist:
+        # NOSCRIPT: this server has not seen the script yet (or flushed it).
+        return await handler.eval(SCRIPT, keys, args)

@@ -90,13 +90,7 @@ class FreeSwitchSimulator(Service):
         self.stopService()
 
     def factory(self) -> ESLServerFactory:
-        """A factory of ESL connections to this switch; starts the service if it is not running.
-
-        Starting here keeps callers that listen without starting the service
-        (the embedding in ``dialgw/service.py``, ``tests/gateway.py``) working;
-        :func:`simulator_service` builds its factory without this.
-        """
-        self.start()
+        """A factory of ESL connections to this switch (start the service first)."""
         return ESLServerFactory(self)
 
     def _start_heartbeat(self) -> None:

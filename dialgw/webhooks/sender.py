@@ -27,10 +27,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.iweb import IBodyProducer
+from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
 from dialgw import __version__
+from dialgw.config import WebhookSettings
+from dialgw.observe import Observers
 from dialgw.store import AttemptResult, Delivery
 from dialgw.webhooks.payload import webhook_body
 from dialgw.webhooks.policy import classify, next_attempt, parse_retry_after
@@ -84,9 +86,7 @@ class WebhookSender(Service):
         store: Any,
         reactor: Any,
         clock: IReactorTime,
-        timeout_sec: float = 10.0,
-        max_attempts: int = 10,
-        max_age_sec: float = 86400.0,
+        settings: WebhookSettings | None = None,
         max_in_flight: int = 100,
         per_host: int = 10,
         poll_sec: float = 1.0,
@@ -95,26 +95,29 @@ class WebhookSender(Service):
     ) -> None:
         self._store = store
         self._clock = clock
+        settings = settings or WebhookSettings()  # ``[webhooks]``'s defaults
+        timeout_sec = settings.timeout_sec
         self._timeout = timeout_sec
-        self._max_attempts = max_attempts
-        self._max_age = max_age_sec
+        self._max_attempts = settings.max_attempts
+        self._max_age = settings.max_age_sec
         self._max_in_flight = max_in_flight
         self._per_host = per_host
         self._lease = max(lease_sec, 3 * timeout_sec)
         self._rng = rng or random.SystemRandom()
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        # HTTPConnectionPool and Agent are untyped in Twisted.
+        self._pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
         self._pool.maxPersistentPerHost = per_host
-        self._http = HTTPClient(Agent(reactor, pool=self._pool, connectTimeout=timeout_sec))
+        self._http = HTTPClient(Agent(reactor, pool=self._pool, connectTimeout=timeout_sec))  # type: ignore[no-untyped-call]
         self._hosts: dict[str, DeferredSemaphore] = {}
         self._claimed: set[str] = set()
-        self._attempts: set[Deferred] = set()  # HTTP requests on the wire
-        self._turns: set[Deferred] = set()  # deliveries waiting for a per-host slot
+        self._attempts: set[Deferred[IResponse]] = set()  # HTTP requests on the wire
+        self._turns: set[Deferred[DeferredSemaphore]] = set()  # deliveries waiting for a per-host slot
         self._reactor = reactor
         self._results: list[AttemptResult] = []
-        self._flush_waiters: list[Deferred] = []
+        self._flushed: Observers[None] = Observers()
         self._flushing = False
         self._pumping = False
-        self._idle_waiters: list[Deferred] = []
+        self._idle_now: Observers[None] = Observers()
         self._retry_timer: Any = None
         self._pump_again = False
         self._poll = LoopingCall(self.wake)
@@ -133,11 +136,11 @@ class WebhookSender(Service):
     # -- service -------------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # untyped in Twisted
         self._poll.start(self._poll_sec, now=True)
 
-    def stopService(self) -> Deferred:
-        super().stopService()
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]  # untyped in Twisted
         if self._poll.running:
             self._poll.stop()
         if self._retry_timer is not None and self._retry_timer.active():
@@ -155,12 +158,10 @@ class WebhookSender(Service):
         if self._attempts:
             cut = self._reactor.callLater(STOP_GRACE_SEC, self._cut_attempts)
         if not self._idle():
-            waiter: Deferred = Deferred()
-            self._idle_waiters.append(waiter)
-            await waiter
+            await self._idle_now.when()
         if cut is not None and cut.active():
             cut.cancel()
-        await self._pool.closeCachedConnections()
+        await self._pool.closeCachedConnections()  # type: ignore[no-untyped-call]  # untyped in Twisted
 
     def _cut_attempts(self) -> None:
         for attempt in list(self._attempts):
@@ -170,10 +171,8 @@ class WebhookSender(Service):
         return not (self._claimed or self._flushing or self._pumping or self._results)
 
     def _check_idle(self) -> None:
-        if self._idle_waiters and self._idle():
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+        if self._idle_now and self._idle():
+            self._idle_now.fire(None)
 
     # -- claiming --------------------------------------------------------------
 
@@ -283,11 +282,10 @@ class WebhookSender(Service):
             outcome=result.outcome,
             detail=result.error or result.status_code,
         )
-        waiter: Deferred = Deferred()
-        self._flush_waiters.append(waiter)
+        recorded = self._flushed.when()
         if not self._flushing:
             self._start_flush()
-        await waiter
+        await recorded
         self._claimed.discard(delivery.event.event_id)
         self.wake()
         self._check_idle()
@@ -309,12 +307,14 @@ class WebhookSender(Service):
             user_agent=USER_AGENT,
         )
 
-        async def post():
+        wire_headers: dict[bytes | str, bytes | str] = dict(headers.items())
+
+        async def post() -> IResponse:
             # Redirects are not followed (a 3xx fails the event): a receiver
             # must not be able to point signed webhooks elsewhere. The body
             # is drained below, not buffered.
             response = await self._http.post(
-                delivery.webhook_url, data=BodyProducer(body), headers=headers, allow_redirects=False,
+                delivery.webhook_url, data=BodyProducer(body), headers=wire_headers, allow_redirects=False,
                 unbuffered=True,
             )
             # Drain the body (bounded by the same timeout) so the connection
@@ -345,11 +345,10 @@ class WebhookSender(Service):
             self._attempts.discard(attempt)
             if deadline.active():
                 deadline.cancel()
-        retry_after = response.headers.getRawHeaders(b"retry-after", [None])[0]
-        if isinstance(retry_after, bytes):
-            retry_after = retry_after.decode("latin-1")
-        error = None if 200 <= response.code < 300 else f"HTTP {response.code}"
-        return response.code, error, retry_after
+        raw_retry_after = response.headers.getRawHeaders(b"retry-after")
+        retry_after = raw_retry_after[0].decode("latin-1") if raw_retry_after else None
+        failed = None if 200 <= response.code < 300 else f"HTTP {response.code}"
+        return response.code, failed, retry_after
 
     def _decide(
         self, delivery: Delivery, status: int | None, error: str | None, retry_after: str | None
@@ -381,9 +380,9 @@ class WebhookSender(Service):
 
     async def _flush(self) -> None:
         try:
-            while self._results or self._flush_waiters:
+            while self._results or self._flushed:
                 batch, self._results = self._results, []
-                waiters, self._flush_waiters = self._flush_waiters, []
+                waiting, self._flushed = self._flushed, Observers()
                 if batch:
                     try:
                         await self._store.record_attempts(batch)
@@ -391,8 +390,7 @@ class WebhookSender(Service):
                         # Not recorded: the leases run out and these events
                         # are sent again, with the same ids.
                         log.failure("could not record {count} webhook attempts", count=len(batch))
-                for waiter in waiters:
-                    waiter.callback(None)
+                waiting.fire(None)
         finally:
             self._flushing = False
             self._check_idle()
