@@ -313,7 +313,7 @@ def _schemas() -> dict[str, Any]:
                          "attempts", "last_error", "next_attempt_at", "delivered_at"],
             "additionalProperties": False,
             "properties": {
-                "id": {"type": "string", "pattern": "^evt_[0-9a-f]{32}$"},
+                "id": {"type": "string", "pattern": f"^{ids.EVENT_ID_PATTERN}$"},
                 "event": {"type": "string", "enum": list(EVENT_FOR_STATUS.values())},
                 "sequence": {"type": "integer", "minimum": 1},
                 "status": status,

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import re
 
+from dialgw import ids
 from dialgw.numbers import is_valid_number
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII)
-_SESSION = re.compile(r"[A-Za-z0-9]{5}-" + _UUID.pattern, re.ASCII)
 _DIAL_STRING = re.compile(r"[A-Za-z0-9_./@:+-]*\{to\}[A-Za-z0-9_./@:+-]*", re.ASCII)
 
 
@@ -47,10 +46,10 @@ def originate_command(
     - ``dialgw_session``/``dialgw_node`` let reconciliation (and other gateway
       nodes) tell whose channel this is.
     """
-    _require(_SESSION.fullmatch(session_uuid) is not None, "session_uuid")
-    _require(_UUID.fullmatch(channel_uuid) is not None, "channel_uuid")
+    _require(ids.is_session_id(session_uuid), "session_uuid")
+    _require(ids.is_uuid(channel_uuid), "channel_uuid")
     _require(session_uuid.endswith(channel_uuid), "session/channel uuid mismatch")
-    _require(re.fullmatch(r"[A-Za-z0-9]{5}", node_id, re.ASCII) is not None, "node_id")
+    _require(ids.is_node_id(node_id), "node_id")
     _require(is_valid_number(to), "to")
     _require(is_valid_number(from_), "from")
     _require(type(timeout_sec) is int and 1 <= timeout_sec <= 300, "timeout_sec")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
 from twisted.internet.defer import Deferred
 
 from dialgw.calls.machine import EVENT_FOR_STATUS
+from dialgw.ids import new_event_id
 from dialgw.store.base import StoreBase
 from dialgw.store.dbapi import Cursor
 from dialgw.store.records import (
@@ -16,12 +15,6 @@ from dialgw.store.records import (
     SessionEvent,
     signing_secrets,
 )
-
-
-def new_event_id() -> str:
-    """``evt_`` and a random UUID's hex digits."""
-    return "evt_" + uuid.uuid4().hex
-
 
 #: An event's columns, then what its webhook needs of its session and app.
 _DELIVERY_COLUMNS = ", ".join(f"e.{name}" for name in EVENT_COLUMNS) + (
