@@ -20,6 +20,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from dialgw.observe import Observers
 from dialgw.simulator.protocol import ESLServerFactory
 from dialgw.simulator.server import FreeSwitchSimulator
 from tests.esl_fixtures import fixtures_dir
@@ -114,7 +115,7 @@ class ESLTestClient(Protocol):
         self._pending = b""
         self.frames: list[Frame] = []
         self.cursor = 0
-        self._waiters: list[Deferred[None]] = []
+        self._arrivals: Observers[None] = Observers()
         self.lost: Deferred[None] = Deferred()
         self.closed = False
 
@@ -130,9 +131,7 @@ class ESLTestClient(Protocol):
         self.lost.callback(None)
 
     def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._arrivals.fire(None)
 
     def send(self, text: str | bytes) -> None:
         self.transport.write(text.encode() if isinstance(text, str) else text)
@@ -140,9 +139,7 @@ class ESLTestClient(Protocol):
     async def _more(self) -> None:
         if self.closed:
             raise AssertionError(f"connection closed; frames so far: {[f.raw[:60] for f in self.frames]}")
-        waiter: Deferred[None] = Deferred()
-        self._waiters.append(waiter)
-        await waiter
+        await self._arrivals.when()
 
     async def frame(self) -> Frame:
         """The next frame not yet consumed."""
