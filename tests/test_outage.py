@@ -9,7 +9,6 @@ the simulator, real HTTP to a receiver on 127.0.0.1; one `task.Clock`.
 from __future__ import annotations
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import TestCase
 
 from dialgw.simulator.server import FreeSwitchSimulator
@@ -87,19 +86,7 @@ class ReceiverOutageTests(TestCase):
         """Advance the clock, then let the sender finish what came due (its
         claims, attempts and their records), so no lease runs out mid-air."""
         self.h.clock.advance(seconds)
-        await self.sender_idle().addTimeout(60, reactor)
-
-    def sender_idle(self) -> Deferred:
-        """Fires once the sender has nothing claimed, in flight or to record.
-
-        The sender's own idle waiters (what its stop waits on) tell; a
-        condition no public interface reports yet.
-        """
-        if self.sender._idle():
-            return succeed(None)
-        waiter: Deferred = Deferred()
-        self.sender._idle_waiters.append(waiter)
-        return waiter
+        await self.sender.when_idle().addTimeout(60, reactor)
 
     async def run_until(self, when: float) -> None:
         while self.h.clock.seconds() < when:

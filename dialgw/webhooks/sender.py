@@ -157,8 +157,7 @@ class WebhookSender(Service):
         cut = None
         if self._attempts:
             cut = self._reactor.callLater(STOP_GRACE_SEC, self._cut_attempts)
-        if not self._idle():
-            await self._idle_now.when()
+        await self.when_idle()
         if cut is not None and cut.active():
             cut.cancel()
         await self._pool.closeCachedConnections()  # type: ignore[no-untyped-call]  # untyped in Twisted
@@ -169,6 +168,11 @@ class WebhookSender(Service):
 
     def _idle(self) -> bool:
         return not (self._claimed or self._flushing or self._pumping or self._results)
+
+    def when_idle(self) -> Deferred[None]:
+        """Fires once nothing is claimed, in flight or waiting to be recorded
+        (at once if nothing is)."""
+        return succeed(None) if self._idle() else self._idle_now.when()
 
     def _check_idle(self) -> None:
         if self._idle_now and self._idle():
