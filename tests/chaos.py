@@ -39,7 +39,7 @@ FAULT_HELP = {
     "restart": "the switch restarts (connections cut, every call forgotten)",
     "store": "the database stalls or goes away for 2-8 s (SQLite: another connection holds "
              "BEGIN IMMEDIATE; PostgreSQL: a proxy cuts and refuses connections)",
-    "blackhole": "the second app's receiver accepts webhooks and never answers, for 20-90 s",
+    "blackhole": "the second app's receiver accepts webhooks and never answers, for 60-120 s",
     "kill": "the gateway is killed as by kill -9 and started again 1-5 s later on the same database",
 }
 #: The faults that cut the gateway off from the switch's events: a session

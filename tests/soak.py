@@ -143,7 +143,7 @@ SECOND_APP_SHARE = 0.3
 #: outages shorter than SQLite's busy_timeout (5 s: writes wait), some longer.
 STORE_OUTAGE_SEC = (2.0, 8.0)
 #: How long (clock seconds) a ``blackhole`` lasts, and a killed gateway stays down.
-BLACKHOLE_SEC = (20.0, 90.0)
+BLACKHOLE_SEC = (60.0, 120.0)
 DOWNTIME_SEC = (1.0, 5.0)
 #: The first app's first webhook of a session goes out within this many
 #: clock seconds of the dial, whatever the second app's receiver does.
@@ -1004,12 +1004,11 @@ class Soak:
                     else:
                         delivered[event_id] = float(at)
                     acknowledged[session_uuid] = max(done, int(sequence))
-        missing = set(stored) - set(delivered)
-        for event_id in sorted(missing, key=lambda e: stored[e])[:2]:
-            verdict.add("webhooks", "webhooks never acknowledged",
-                        f"{event_id}: {await self._history(stored[event_id][0])}")
-        if len(missing) > 2:
-            verdict.add("webhooks", "webhooks never acknowledged", f"... {len(missing)} in all")
+        missing = sorted(set(stored) - set(delivered), key=lambda e: stored[e])
+        for number, event_id in enumerate(missing):
+            # Every one counted; the first two told.
+            example = f"{event_id}: {await self._history(stored[event_id][0])}" if number < 2 else ""
+            verdict.add("webhooks", "webhooks never acknowledged", example)
         f.webhooks = len(delivered)
         recovering = [w for w in self.windows if w.fault in ("store", "kill")]
         late = []
@@ -1022,12 +1021,15 @@ class Soak:
                 continue
             if sent is None or sent - occurred > FAIRNESS_SEC:
                 late.append((sent - occurred if sent is not None else float("inf"), session_uuid))
-        for delay, session_uuid in sorted(late, reverse=True)[:2]:
-            blackholes = [w for w in self.windows if w.fault == "blackhole"
-                          and w.overlaps(first_at[session_uuid], first_at[session_uuid], FAIRNESS_SEC)]
+        for number, (delay, session_uuid) in enumerate(sorted(late, reverse=True)):
+            example = ""
+            if number < 2:
+                blackholes = [w for w in self.windows if w.fault == "blackhole"
+                              and w.overlaps(first_at[session_uuid], first_at[session_uuid], FAIRNESS_SEC)]
+                example = (f"{delay:.1f} s ({len(blackholes)} black hole(s) on meanwhile): "
+                           f"{await self._history(session_uuid)}")
             verdict.add("fairness", f"first-app sessions whose first webhook waited over {FAIRNESS_SEC:.0f} s",
-                        f"{delay:.1f} s (of {len(late)} late; {len(blackholes)} black hole(s) on meanwhile): "
-                        f"{await self._history(session_uuid)}")
+                        example)
 
 
 @attrs.frozen
@@ -1107,6 +1109,16 @@ def fault_list(text: str) -> frozenset[str]:
     return names
 
 
+def check_list(text: str) -> frozenset[str]:
+    """``--skip-checks``: a comma-separated list of `CHECKS`."""
+    names = frozenset(name.strip() for name in text.split(",") if name.strip())
+    unknown = names - set(CHECKS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown checks: {', '.join(sorted(unknown))} "
+                                         f"(known: {', '.join(CHECKS)})")
+    return names
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m tests.soak [--calls N] [--faults LIST] [--engine E] ...``: run, print the figures.
 
@@ -1124,6 +1136,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faults", type=fault_list, default=frozenset(FAULTS),
                         help=f"comma-separated, of {','.join(FAULTS)} (default: all; or none)")
     parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--skip-checks", type=check_list, default=frozenset(),
+                        help=f"comma-separated checks not to enforce, of {','.join(CHECKS)} (still reported)")
     parser.add_argument("--warmup", type=int, default=None, help="calls before the first heap measure")
     parser.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
     options = parser.parse_args(argv)
@@ -1145,8 +1159,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         finally:
             await scratch.cleanup()
+        skipped = [check for check in figures.failed_checks if check in options.skip_checks]
+        figures.failed_checks = [check for check in figures.failed_checks if check not in skipped]
         if figures.violations:
-            print(f"soak FAILED: {', '.join(figures.failed_checks)}", file=sys.stderr)
+            print(f"soak {'FAILED' if figures.failed_checks else 'passed'}: "
+                  f"{', '.join(figures.failed_checks) or 'no enforced check'} failed"
+                  + (f" (not enforced: {', '.join(skipped)})" if skipped else ""), file=sys.stderr)
             for line in figures.violations:
                 print("  " + line, file=sys.stderr)
         else:
@@ -1155,7 +1173,7 @@ def main(argv: list[str] | None = None) -> None:
             print("  " + line)
         if options.json:
             print(json.dumps(attrs.asdict(figures)))
-        if figures.violations:
+        if figures.failed_checks:
             raise SystemExit(1)
 
     task.react(lambda r: Deferred.fromCoroutine(soak(r)))
