@@ -41,12 +41,21 @@ lint: $(STAMP)
 	echo "$(PY) -m mypy"; $(PY) -m mypy || status=1; \
 	exit $$status
 
-# The long soak (tests/soak.py): SOAK_CALLS calls of every scenario through a
-# whole gateway with ESL cuts and failing webhooks; checks, then prints its
-# figures. `make test` runs a short one (tests/test_soak.py).
+# The long chaos soak (tests/soak.py): SOAK_CALLS calls of every scenario
+# through a whole gateway with every fault (SOAK_FAULTS: ESL cuts, switch
+# restarts, database outages, a black-holed receiver, gateway kill -9), on
+# SQLite then on PostgreSQL (the local server, as the tests use it); checks,
+# then prints its figures (docs/development.md). Both engines run even when
+# the first fails. `make test` runs a short one (tests/test_soak.py).
 SOAK_CALLS ?= 5000
+SOAK_FAULTS ?= all
+SOAK_ENGINES ?= sqlite postgresql
 soak: install
-	$(PY) -m tests.soak --calls $(SOAK_CALLS)
+	@status=0; for engine in $(SOAK_ENGINES); do \
+	    echo "$(PY) -m tests.soak --calls $(SOAK_CALLS) --faults $(SOAK_FAULTS) --engine $$engine"; \
+	    DIALGW_REQUIRE_PG=1 $(PY) -m tests.soak --calls $(SOAK_CALLS) --faults $(SOAK_FAULTS) \
+	        --engine $$engine || status=1; \
+	done; exit $$status
 
 clean:
 	rm -rf $(VENV) var _trial_temp* build *.egg-info .mypy_cache .ruff_cache

@@ -101,6 +101,8 @@ class Harness:
         self.directory = testcase.mktemp()
         os.mkdir(self.directory)
         self.db_path = os.path.join(self.directory, "dialgw.sqlite")
+        #: The ``[database]`` section's settings (a SQLite file of the test's own).
+        self.database = f"path = {self.db_path}\n"
         self.gateway: GatewayService | None = None
         self.sim_port: Any = None
 
@@ -129,24 +131,28 @@ class Harness:
             "[api]\nlisten = tcp:0:interface=127.0.0.1\n"
             + "".join(f"{key} = {value}\n" for key, value in (api or {}).items())
             +
-            f"[database]\npath = {self.db_path}\n"
+            f"[database]\n{self.database}"
             f"[freeswitch:fs1]\nendpoint = tcp:host=127.0.0.1:port={sim_port}\n"
             "heartbeat_sec = 20\nmax_cps = 1000\n"
             + "".join(f"{key} = {value}\n" for key, value in extra.items())
         )
 
     async def start_gateway(
-        self, sim_port: int, wait_ready: bool = True, api: dict[str, str] | None = None, **extra: str
+        self, sim_port: int, wait_ready: bool = True, api: dict[str, str] | None = None, *,
+        io: Any = reactor, clock: Any = None, stop_at_cleanup: bool = True, **extra: str
     ) -> GatewayService:
+        """Start a gateway on the simulator at ``sim_port``; ``io`` and ``clock``
+        are its reactor and clock (the global reactor, the shared clock)."""
         settings = parse_config(self.config_text(sim_port, api, **extra))
-        gateway = GatewayService(settings, reactor, self.clock)
+        gateway = GatewayService(settings, io, clock if clock is not None else self.clock)
         gateway.startService()
         await gateway.ready
         gateway.tracker.event_listeners.append(self.changes)
         for connection in gateway.connections.values():
             _observe_connection(connection, self.changes)
         self.gateway = gateway
-        self.testcase.addCleanup(self.stop_gateway, gateway)
+        if stop_at_cleanup:
+            self.testcase.addCleanup(self.stop_gateway, gateway)
         port = gateway.api_port.getHost().port
         self.http = HTTPClient(self.testcase, f"http://127.0.0.1:{port}")
         if wait_ready:
