@@ -21,11 +21,13 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 
 from dialgw.api.context import ApiRequest, context_of
-from dialgw.api.errors import json_body
+from dialgw.api.errors import REASONS, json_body
+from dialgw.limits.policy import COOLDOWN, DIALS_PER_SEC, MAX_CONCURRENT
 from dialgw.observe import Observers
 from dialgw.pool import PoolNode
 
@@ -92,13 +94,25 @@ async def health(state: GatewayState, clock: IReactorTime) -> dict[str, object]:
         "rate_limits": "degraded (Redis unreachable)" if state.rate_limits_degraded else "ok",
     }
 
+# Every label value of every metric comes from a closed set: anything a
+# client makes up (a method, a path, a status) is counted as ``other``, or
+# anyone could grow /metrics without bound. (Node names come from the
+# config; session statuses and webhook results from the code.)
+
 _ROUTES = (
     (re.compile(r"^/api/v1/dial/?$"), "/api/v1/dial"),
     (re.compile(r"^/api/v1/dial/[^/]+/events/?$"), "/api/v1/dial/{session_uuid}/events"),
     (re.compile(r"^/api/v1/dial/[^/]+/?$"), "/api/v1/dial/{session_uuid}"),
     (re.compile(r"^/healthz$"), "/healthz"),
     (re.compile(r"^/metrics$"), "/metrics"),
+    (re.compile(r"^/api/v1/openapi\.json$"), "/api/v1/openapi.json"),
 )
+
+#: The methods counted by name; any other is ``other``.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+#: The limits a 429 is counted under; any other is ``other``.
+_LIMITS = frozenset({DIALS_PER_SEC, MAX_CONCURRENT, COOLDOWN})
 
 #: POST /dial answers by what they mean for the caller.
 _DIAL_OUTCOMES = {202: "accepted", 429: "rate_limited", 503: "no_capacity", 500: "error"}
@@ -110,6 +124,16 @@ def route_of(path: str) -> str:
         if pattern.match(path):
             return name
     return "other"
+
+
+def method_label(method: str) -> str:
+    """A method as a label value: a standard one, else ``other``."""
+    return method if method in _METHODS else "other"
+
+
+def status_label(status: int) -> str:
+    """A status as a label value: one with a reason phrase, else ``other``."""
+    return str(status) if status in RESPONSES or status in REASONS else "other"
 
 
 class Metrics:
@@ -136,12 +160,12 @@ class Metrics:
 
     def observe(self, method: str, path: str, status: int, seconds: float, limit: str | None) -> None:
         route = route_of(path)
-        self.requests.labels(route, method, str(status)).inc()
+        self.requests.labels(route, method_label(method), status_label(status)).inc()
         self.latency.labels(route).observe(seconds)
         if route == "/api/v1/dial" and method == "POST":
             self.dials.labels(_DIAL_OUTCOMES.get(status, "rejected")).inc()
             if status == 429:
-                self.rate_limited.labels(limit or "unknown").inc()
+                self.rate_limited.labels(limit if limit in _LIMITS else "other").inc()
 
     def add_collector(self, collector: GatewayCollector) -> None:
         self.registry.register(collector)
@@ -230,7 +254,7 @@ class RequestLog(Resource):
             "{request_id} {app_id} {method} {path} {status} {latency_ms:.1f}ms",
             request_id=context.request_id or "-",
             app_id=context.app_id or "-",
-            method=method,
+            method=method[:20],
             path=path[:200],
             status=status,
             latency_ms=seconds * 1000,

@@ -49,7 +49,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dialgw.api.app import DialAPI, Unavailable
-from dialgw.api.errors import STARTING
+from dialgw.api.errors import starting
 from dialgw.api.http import api_site
 from dialgw.calls import machine
 from dialgw.calls.tracker import CallTracker
@@ -292,7 +292,7 @@ class GatewayService(MultiService):
             self.metrics.add_collector(GatewayCollector(self))
         #: Every API request, for the log line, the metrics and the drain;
         #: a 503 answers until the API is served.
-        self.requests = RequestLog(Unavailable(STARTING), self.metrics)
+        self.requests = RequestLog(Unavailable(starting()), self.metrics)
         ops = ops_resources(self, clock, self.metrics)
         self._listeners: list[RecordingEndpoint] = []
         if settings.api.admin_listen is None:

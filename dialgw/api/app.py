@@ -33,15 +33,15 @@ from dialgw import ids
 from dialgw.api import openapi, validation
 from dialgw.api.context import ApiRequest, context_of
 from dialgw.api.errors import (
-    BODY_TOO_LARGE,
-    INTERNAL_ERROR,
-    METHOD_NOT_ALLOWED,
-    NOT_FOUND,
     REASONS,
-    SHUTTING_DOWN,
-    UNAUTHORIZED,
     ApiError,
+    body_too_large,
+    internal_error,
     json_body,
+    method_not_allowed,
+    not_found,
+    shutting_down,
+    unauthorized,
 )
 from dialgw.api.validation import DialRequest
 from dialgw.calls.machine import DIALING, ENDED
@@ -88,6 +88,13 @@ def respond(request: ApiRequest, status: int, body: bytes, headers: Iterable[tup
 def respond_error(request: ApiRequest, error: ApiError) -> bytes:
     """The JSON error envelope of ``error``."""
     return respond(request, error.status, error.encoded(), error.headers)
+
+
+def _refuse_unread_body(request: ApiRequest) -> None:
+    """413 if the connection refused to read a body over the limit
+    (`dialgw.api.http`): asked once the request has authenticated."""
+    if context_of(request).body_too_large:
+        raise body_too_large()
 
 
 class Unavailable(Resource):
@@ -192,18 +199,18 @@ class DialAPI:
             return respond_error(request, error)
         except Exception:
             log.failure("request {request_id} failed", request_id=rid)
-            return respond_error(request, INTERNAL_ERROR)
+            return respond_error(request, internal_error())
 
     def _credentials(self, request: ApiRequest) -> tuple[str, str]:
         app_id = _header(request, b"x-app-id")
         api_key = _header(request, b"x-api-key")
         if not app_id or not api_key:
-            raise UNAUTHORIZED
+            raise unauthorized()
         return app_id, api_key
 
     def _authenticated(self, request: ApiRequest, app: App | None) -> App:
         if app is None:
-            raise UNAUTHORIZED
+            raise unauthorized()
         context_of(request).app_id = app.app_id  # for the request's log line
         return app
 
@@ -215,12 +222,14 @@ class DialAPI:
         """The app and its session: 401 before 404, one database round trip."""
         if not ids.is_session_id(session_uuid):
             await self._authenticate(request)
-            raise NOT_FOUND
+            _refuse_unread_body(request)
+            raise not_found()
         app_id, api_key = self._credentials(request)
         app, session = await self._store.authenticate_for_session(app_id, api_key, session_uuid)
         app = self._authenticated(request, app)
+        _refuse_unread_body(request)
         if session is None:
-            raise NOT_FOUND
+            raise not_found()
         return app, session
 
     # -- routes ----------------------------------------------------------------
@@ -268,18 +277,18 @@ class DialAPI:
         return respond(request, 200, _OPENAPI_BODY)
 
     @app.handle_errors(NotFound)
-    def not_found(self, request: IRequest, failure: Failure) -> bytes:
-        return respond_error(cast(ApiRequest, request), NOT_FOUND)
+    def unknown_path(self, request: IRequest, failure: Failure) -> bytes:
+        return respond_error(cast(ApiRequest, request), not_found())
 
     @app.handle_errors(MethodNotAllowed)
-    def method_not_allowed(self, request: IRequest, failure: Failure) -> bytes:
+    def wrong_method(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
         assert isinstance(error, MethodNotAllowed)
         allowed = ", ".join(error.valid_methods or ())
         answer = cast(ApiRequest, request)  # Klein hands its handlers an untyped IRequest
         if allowed:
             answer.setHeader(b"allow", allowed.encode("ascii"))
-        return respond_error(answer, METHOD_NOT_ALLOWED)
+        return respond_error(answer, method_not_allowed())
 
     # -- POST /dial ------------------------------------------------------------
 
@@ -307,10 +316,11 @@ class DialAPI:
     async def _dial_as(self, request: ApiRequest, app: App, limits: AppLimits) -> bytes:
         rid = request_id(request)
         if not self.accepting:
-            raise SHUTTING_DOWN
+            raise shutting_down()
+        _refuse_unread_body(request)
         raw = request.content.read(validation.MAX_BODY_BYTES + 1) if request.content is not None else b""
         if len(raw) > validation.MAX_BODY_BYTES:
-            raise BODY_TOO_LARGE
+            raise body_too_large()
         validation.check_content_type(_header(request, b"content-type"))
         key = validation.check_idempotency_key(_header(request, b"idempotency-key"))
         dial = validation.validate_dial(raw)

@@ -1,7 +1,8 @@
 """What the API learns about one request, for the request log and metrics.
 
 One typed `RequestContext` per request, reached only through `context_of`:
-the API writes it, `dialgw.ops.RequestLog` reads it. It is kept beside the
+the API (and `dialgw.api.http`, for what the connection saw) writes it,
+the API and `dialgw.ops.RequestLog` read it. It is kept beside the
 request (weakly), not as ad-hoc attributes on it.
 """
 
@@ -50,6 +51,9 @@ class RequestContext:
     limit: str | None = None
     #: Whether the X-RateLimit-* headers are set already.
     ratelimit_headers: bool = False
+    #: The body was over the limit and was not read (`dialgw.api.http`):
+    #: 413 once the request has authenticated.
+    body_too_large: bool = False
 
 
 _contexts: WeakKeyDictionary[object, RequestContext] = WeakKeyDictionary()

@@ -45,11 +45,39 @@ class ApiError(Exception):
         return json_body(self.body())
 
 
-UNAUTHORIZED = ApiError(401, "unauthorized", "missing or invalid X-App-ID / X-API-Key")
-NOT_FOUND = ApiError(404, "not_found", "no such resource")
-METHOD_NOT_ALLOWED = ApiError(405, "method_not_allowed", "method not allowed on this resource")
-REQUEST_TIMEOUT = ApiError(408, "request_timeout", "the request body did not arrive in time")
-BODY_TOO_LARGE = ApiError(413, "body_too_large", "body is over 64 KiB")
-INTERNAL_ERROR = ApiError(500, "internal_error", "internal error; it was logged with the request id")
-SHUTTING_DOWN = ApiError(503, "no_fs_capacity", "the gateway is shutting down", headers=(("Retry-After", "5"),))
-STARTING = ApiError(503, "no_fs_capacity", "the gateway is starting", headers=(("Retry-After", "1"),))
+# Every answer below is made afresh for each request, never a module-level
+# instance: raising the same exception object again chains each new
+# traceback (and the frames, requests included, that it holds) onto it.
+
+
+def unauthorized() -> ApiError:
+    return ApiError(401, "unauthorized", "missing or invalid X-App-ID / X-API-Key")
+
+
+def not_found() -> ApiError:
+    return ApiError(404, "not_found", "no such resource")
+
+
+def method_not_allowed() -> ApiError:
+    return ApiError(405, "method_not_allowed", "method not allowed on this resource")
+
+
+def request_timeout(what: str = "body") -> ApiError:
+    """408: the request's ``what`` (``body`` or ``headers``) was too slow."""
+    return ApiError(408, "request_timeout", f"the request {what} did not arrive in time")
+
+
+def body_too_large() -> ApiError:
+    return ApiError(413, "body_too_large", "body is over 64 KiB")
+
+
+def internal_error() -> ApiError:
+    return ApiError(500, "internal_error", "internal error; it was logged with the request id")
+
+
+def shutting_down() -> ApiError:
+    return ApiError(503, "no_fs_capacity", "the gateway is shutting down", headers=(("Retry-After", "5"),))
+
+
+def starting() -> ApiError:
+    return ApiError(503, "no_fs_capacity", "the gateway is starting", headers=(("Retry-After", "1"),))

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from dialgw import ids
+from dialgw.api.http import BODY_DEADLINE_SEC, HEADERS_DEADLINE_SEC
 from dialgw.api.validation import MAX_BODY_BYTES, MAX_METADATA_BYTES, RANGES
 from dialgw.calls.machine import EVENT_FOR_STATUS, STATUSES
 
@@ -190,7 +191,9 @@ def _dial_operation() -> dict[str, Any]:
             "401": _ref("responses", "Unauthorized"),
             "403": _error("`from` is not on this app's caller-ID allow-list.", 403, *limited),
             "408": _error(
-                "The body did not arrive within 30 s of the headers; the connection is closed.", 408
+                f"The headers did not arrive within {HEADERS_DEADLINE_SEC:g} s of the request's first "
+                f"byte, or the body within {BODY_DEADLINE_SEC:g} s of the headers; the connection is closed.",
+                408,
             ),
             "413": _error(f"The body is over {MAX_BODY_BYTES // 1024} KiB; it was not read.", 413, *limited),
             "415": _error("Content-Type is not application/json (charset utf-8 optional).", 415, *limited),
