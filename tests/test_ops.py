@@ -136,15 +136,20 @@ class ShutdownTests(OpsTestCase):
         """In-flight request finishes, new dials get 503, the outbox is intact."""
         h = self.h
         gate: Deferred = Deferred()
+        creating: Deferred = Deferred()
         create = h.store.create_session
 
         async def slow_create(*args):
+            creating.callback(None)
             await gate
             return await create(*args)
 
         h.store.create_session = slow_create
         first = Deferred.fromCoroutine(h.dial("0521000006"))
-        await poll(lambda: h.gateway.requests.in_flight == 1)
+        # Stop once the dial is past its checks, creating its session (a stop
+        # before that answers it 503, as any new dial).
+        await creating
+        self.assertEqual(h.gateway.requests.in_flight, 1)
         stopping = h.gateway.stopService()
         refused = await h.dial("0521000006", expect=503)
         self.assertEqual(refused.json()["error"], "no_fs_capacity")
